@@ -1,0 +1,1 @@
+"""fer_bench: benchmarks (installed as ``fer_bench``; the source folder is ``benchmarks/``)."""

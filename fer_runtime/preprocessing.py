@@ -1,0 +1,177 @@
+"""Pure-NumPy preprocessing: face image(s) -> float32 (N, 1, 48, 48).
+
+This is the one preprocessing function of the project. Training, export checks,
+benchmarks and the runtime all call :func:`preprocess`, so train and serve cannot
+disagree. Every step is written to match OpenCV, which the tests use as the oracle:
+
+* colour -> gray with ``cv2.cvtColor``'s fixed-point BT.601 weights (bit-exact),
+* resize to 48x48 with area averaging when shrinking and bilinear (half-pixel
+  centres) when enlarging (within one grey level of ``cv2.resize``),
+* histogram equalization bit-exact with ``cv2.equalizeHist``,
+* scaling ``(x / 255 - mean) / std``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+ColorOrder = Literal["rgb", "bgr"]
+
+# cv2.cvtColor(COLOR_RGB2GRAY) on uint8 (OpenCV 4.x): (R*9798 + G*19235 + B*3735 + 2**14) >> 15,
+# i.e. BT.601 0.299/0.587/0.114 in 15-bit fixed point. Checked bit for bit in the tests.
+_GRAY_SHIFT = 15
+_GRAY_WEIGHTS_RGB = np.array([9798, 19235, 3735], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How raw faces become model input; travels with checkpoints and ONNX metadata."""
+
+    size: int = 48
+    equalize: bool = True
+    mean: float = 0.0
+    std: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        known = {k: data[k] for k in ("size", "equalize", "mean", "std") if k in data}
+        return cls(**known)
+
+
+def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
+    """One image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4; alpha dropped) -> uint8 (H, W)."""
+    img = _as_uint8(image)
+    if img.ndim == 2:
+        return img
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}"
+        )
+    if img.shape[2] == 1:
+        return img[:, :, 0]
+    if color_order not in ("rgb", "bgr"):
+        raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    weights = _GRAY_WEIGHTS_RGB if color_order == "rgb" else _GRAY_WEIGHTS_RGB[::-1]
+    acc = img[:, :, :3].astype(np.int64) @ weights
+    return ((acc + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).astype(np.uint8)
+
+
+def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix resampling one axis: area averaging or bilinear."""
+    if n_in == n_out:
+        return np.eye(n_out)
+    scale = n_in / n_out
+    w = np.zeros((n_out, n_in))
+    if n_in > n_out:
+        # Area: output pixel i covers input interval [i*scale, (i+1)*scale).
+        for i in range(n_out):
+            lo, hi = i * scale, (i + 1) * scale
+            for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), n_in)):
+                w[i, j] = min(hi, j + 1) - max(lo, j)
+        return w / scale
+    # Bilinear with half-pixel centres, edges clamped (cv2.INTER_LINEAR).
+    for i in range(n_out):
+        src = (i + 0.5) * scale - 0.5
+        j0 = int(np.floor(src))
+        frac = src - j0
+        w[i, min(max(j0, 0), n_in - 1)] += 1.0 - frac
+        w[i, min(max(j0 + 1, 0), n_in - 1)] += frac
+    return w
+
+
+def resize(gray: np.ndarray, size: int = 48) -> np.ndarray:
+    """uint8 (H, W) or (N, H, W) -> uint8 (..., size, size); area when shrinking, bilinear when enlarging."""
+    h, w = gray.shape[-2:]
+    if (h, w) == (size, size):
+        return gray
+    if h == 0 or w == 0:
+        raise ValueError(f"cannot resize an empty image of shape {gray.shape}")
+    wy, wx = _axis_weights(h, size), _axis_weights(w, size)
+    out = wy @ gray.astype(np.float64) @ wx.T
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def equalize_hist(images: np.ndarray) -> np.ndarray:
+    """Histogram equalization of uint8 (H, W) or (N, H, W), bit-exact with cv2.equalizeHist."""
+    if images.dtype != np.uint8:
+        raise TypeError(f"equalize_hist needs uint8 images, got {images.dtype}")
+    single = images.ndim == 2
+    batch = images[None] if single else images
+    n = batch.shape[0]
+    flat = batch.reshape(n, -1)
+    total = flat.shape[1]
+    offsets = (np.arange(n, dtype=np.int64) * 256)[:, None]
+    hist = np.bincount((flat + offsets).ravel(), minlength=256 * n).reshape(n, 256)
+    cum = np.cumsum(hist, axis=1)
+    first = np.argmax(hist > 0, axis=1)  # lowest grey level present
+    first_count = hist[np.arange(n), first]
+    # OpenCV: scale = 255.f / (total - hist[first]) in float32; lut[j] = cvRound(float(sum_j) * scale)
+    # for j > first, where sum_j counts the pixels above `first` up to j; lut[first] = 0.
+    denom = np.maximum(total - first_count, 1).astype(np.float32)
+    scale = np.float32(255.0) / denom
+    above = (cum - first_count[:, None]).astype(np.float32)
+    lut = np.rint(above * scale[:, None]).clip(0, 255).astype(np.uint8)
+    levels = np.arange(256)[None, :]
+    lut[levels < first[:, None]] = 0
+    # A flat image maps to itself in OpenCV (every pixel keeps its level).
+    flat_img = first_count == total
+    if flat_img.any():
+        lut[flat_img] = np.arange(256, dtype=np.uint8)
+    out = np.take_along_axis(lut, flat.astype(np.int64), axis=1).reshape(batch.shape)
+    return out[0] if single else out
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.size == 0:
+        raise ValueError(f"empty image of shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "uif":
+        raise TypeError(f"images must be uint8 or float grey levels, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError("image contains NaN or infinite values")
+    # Integer and float inputs are grey levels on the 0-255 scale.
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def faces_to_uint8(
+    images: np.ndarray | Sequence[np.ndarray], size: int = 48, color_order: ColorOrder = "rgb"
+) -> np.ndarray:
+    """Any face image(s) -> uint8 (N, size, size) gray, before equalization.
+
+    Accepts an (N, H, W) stack of gray faces, or one image / a list of images of any
+    size and channel layout (see :func:`to_gray`).
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[2] not in (1, 3, 4):
+        return resize(_as_uint8(images), size)
+    if isinstance(images, np.ndarray) and images.ndim in (2, 3):
+        images = [images]
+    items = list(images)
+    if not items:
+        raise ValueError("no images given")
+    return np.stack([resize(to_gray(im, color_order), size) for im in items])
+
+
+def preprocess(
+    images: np.ndarray | Sequence[np.ndarray],
+    config: PreprocessConfig | None = None,
+    color_order: ColorOrder = "rgb",
+) -> np.ndarray:
+    """Face image(s) -> float32 (N, 1, size, size) model input, as ``config`` says."""
+    cfg = config or PreprocessConfig()
+    faces = faces_to_uint8(images, cfg.size, color_order)
+    if cfg.equalize:
+        faces = equalize_hist(faces)
+    out = faces.astype(np.float32)
+    out *= np.float32(1.0 / (255.0 * cfg.std))
+    if cfg.mean:
+        out -= np.float32(cfg.mean / cfg.std)
+    return out[:, None, :, :]

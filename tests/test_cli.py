@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from fer_train.cli import eval_app, train_app
+
+runner = CliRunner()
+
+
+def test_train_help_lists_the_options():
+    result = runner.invoke(train_app, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--arch", "--epochs", "--batch-size", "--lr", "--optimizer", "--data", "--out-dir", "--device",
+                   "--seed", "--resume", "FER2013_PATH"):
+        assert option in result.output
+
+
+def test_eval_help():
+    result = runner.invoke(eval_app, ["--help"])
+    assert result.exit_code == 0 and "--flip-tta" in result.output
+
+
+def test_bad_arguments_fail_clearly(tmp_path):
+    result = runner.invoke(train_app, ["--epochs", "0"])
+    assert result.exit_code == 2
+    result = runner.invoke(train_app, ["--optimizer", "rmsprop"])
+    assert result.exit_code == 2
+    result = runner.invoke(train_app, ["--arch", "resnet9000", "-o", str(tmp_path)])
+    assert result.exit_code == 1 and "valid: seed" in result.output
+    result = runner.invoke(train_app, ["--data", str(tmp_path / "missing.csv"), "-o", str(tmp_path)])
+    assert result.exit_code == 1 and "no such file" in result.output
+    result = runner.invoke(eval_app, [str(tmp_path / "missing.pt")])
+    assert result.exit_code == 1 and "no such checkpoint" in result.output
+
+
+def test_console_script_errors_are_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fer_train", "--arch", "nope", "-o", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: unknown architecture 'nope'; valid: seed"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_eval_reports_and_writes_json_and_png(fer_path, tmp_path):
+    from fer_train.engine import TrainConfig, train
+
+    train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path), limit=300, epochs=1, batch_size=64, progress=False))
+    out = tmp_path / "report" / "eval.json"
+    result = runner.invoke(eval_app, [str(tmp_path / "best.pt"), "--data", str(fer_path), "--split", "val", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "macro-F1" in result.output and "flip TTA" in result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == 2872 and report["split"] == "val"
+    assert out.with_suffix(".png").stat().st_size > 0

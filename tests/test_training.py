@@ -1,0 +1,124 @@
+"""Training on real FER2013 subsets: loss goes down, resume is exact (kill -9 included), DDP runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer_train import engine
+from fer_train.checkpoint import load_checkpoint
+from fer_train.engine import TrainConfig, train
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
+TINY = {"limit": 1200, "epochs": 3, "batch_size": 64, "progress": False}
+TIMING_KEYS = {"epoch_seconds", "images_per_second"}
+
+
+def _cli_args(fer_path: Path, out: Path) -> list[str]:
+    return ["--data", str(fer_path), "-o", str(out), "--limit", str(TINY["limit"]), "--epochs", str(TINY["epochs"]),
+            "--batch-size", str(TINY["batch_size"]), "--no-progress"]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert ca["epoch"] == cb["epoch"] == TINY["epochs"]
+    for key, tensor in ca["state_dict"].items():
+        assert torch.equal(tensor, cb["state_dict"][key]), key
+    strip = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in ca["history"]]
+    assert strip == [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in cb["history"]]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(fer_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(TrainConfig(data=str(fer_path), out_dir=str(out), **TINY))
+    return out
+
+
+def test_short_training_lowers_the_loss_and_writes_everything(uninterrupted):
+    history = json.loads((uninterrupted / "metrics.json").read_text())
+    assert len(history) == TINY["epochs"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    for name in ("best.pt", "last.pt", "metrics.csv", "curves.png", "confusion_val.png", "confusion_test.png",
+                 "final_metrics.json"):
+        assert (uninterrupted / name).stat().st_size > 0, name
+    best = load_checkpoint(uninterrupted / "best.pt")
+    assert "optimizer" not in best  # the shipped checkpoint stays small
+    assert best["metrics"]["test"]["accuracy"] > 0 and best["metrics"]["test_flip_tta"] is not None
+    assert best["data"]["n_train"] == TINY["limit"] and best["data"]["n_val"] == 2872
+    assert best["epoch"] == best["metrics"]["best_epoch"]
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(fer_path, tmp_path, monkeypatch, uninterrupted):
+    calls = {"n": 0}
+    real = engine._write_history
+
+    def interrupt_after_two_epochs(out, history):
+        real(out, history)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_write_history", interrupt_after_two_epochs)
+    cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path), **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(engine, "_write_history", real)
+    train(cfg, resume=True)
+    _assert_same_run(uninterrupted, tmp_path)
+
+
+def test_kill_minus_nine_mid_epoch_then_resume(fer_path, tmp_path, uninterrupted):
+    cmd = [sys.executable, "-m", "fer_train", *_cli_args(fer_path, tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "metrics.json").exists():  # first epoch done, the second one running
+            assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "final_metrics.json").exists()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] < TINY["epochs"]
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr
+    _assert_same_run(uninterrupted, tmp_path)
+
+
+def test_resume_refuses_another_architecture_setup(fer_path, tmp_path, uninterrupted):
+    import shutil
+
+    shutil.copy(uninterrupted / "last.pt", tmp_path / "last.pt")
+    cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path), preprocess=engine.PreprocessConfig(size=40), **TINY)
+    with pytest.raises(ValueError, match="was trained as seed"):
+        train(cfg, resume=True)
+
+
+def test_ddp_two_cpu_processes(fer_path, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "fer_train",
+           "--data", str(fer_path), "-o", str(tmp_path), "--limit", "800", "--epochs", "2", "--batch-size", "64",
+           "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world 2" in done.stderr
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    # Each rank saw half of every global batch; the epoch still covered the whole subset.
+    assert last["data"]["n_train"] == 800
+    assert (tmp_path / "final_metrics.json").exists()

@@ -1,0 +1,149 @@
+"""Command-line tools: ``fer-train`` (train a model) and ``fer-eval`` (evaluate a checkpoint).
+
+Thin typer wrappers: heavy imports happen inside the commands so ``--help`` is instant,
+and library errors become one-line messages with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DATA_HELP = "FER2013 source: fer2013.csv(.gz), Kaggle's train.csv or an image-folder tree. Default: $FER2013_PATH."
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
+
+
+Optim = _choices("Optim", ("adam", "adamw", "sgd"))
+Sched = _choices("Sched", ("cosine", "none"))
+Device = _choices("Device", ("auto", "cpu", "cuda"))
+Precision = _choices("Precision", ("auto", "fp32", "bf16", "fp16"))
+Split = _choices("Split", ("PublicTest", "val", "Training", "PrivateTest"))
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@train_app.command()
+def fer_train(
+    arch: Annotated[str, typer.Option(help="Architecture name from fer_train.models.ARCHITECTURES (e.g. seed); an unknown name lists the valid ones.")] = "seed",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (the write-up used 50).")] = 50,
+    batch_size: Annotated[int, typer.Option(min=2, help="Global batch size (split over DDP workers).")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    optimizer: Annotated[Optim, typer.Option(help="Optimizer.")] = "adam",  # type: ignore[assignment]
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    scheduler: Annotated[Sched, typer.Option(help="Learning-rate schedule over the epochs.")] = "cosine",  # type: ignore[assignment]
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.0,
+    data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where checkpoints, metrics and plots go.")] = Path("runs/seed"),
+    device: Annotated[Device, typer.Option(help="auto: CUDA when torch sees a GPU, else CPU.")] = "auto",  # type: ignore[assignment]
+    precision: Annotated[Precision, typer.Option(help="auto: bf16 autocast + channels_last on bf16-capable CPUs, AMP on CUDA.")] = "auto",  # type: ignore[assignment]
+    seed: Annotated[int, typer.Option(help="Random seed (shuffling, augmentation, init, dropout).")] = 0,
+    limit: Annotated[Optional[int], typer.Option(min=2, help="Train on a stratified subset of this many faces (smoke runs).")] = None,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn augmentation off.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT_DIR/last.pt (after its last completed epoch).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a FER model on FER2013 (Training minus a 10% validation split; PublicTest reported at the end).
+
+    Writes OUT_DIR/last.pt (every epoch, for --resume), best.pt (best validation accuracy),
+    metrics.csv/json, curves.png and confusion matrices. Runs under torchrun for DDP.
+    """
+    _setup_logging(verbose)
+    from fer_train.augment import AugmentConfig
+    from fer_train.checkpoint import CheckpointError
+    from fer_train.data import DataError
+    from fer_train.engine import TrainConfig, train
+
+    try:
+        cfg = TrainConfig(
+            arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value,
+            weight_decay=weight_decay, scheduler=scheduler.value, label_smoothing=label_smoothing,
+            data=str(data) if data else None, out_dir=str(out_dir), device=device.value,
+            precision=precision.value, seed=seed, limit=limit,
+            augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(),
+            progress=progress,
+        )
+        result = train(cfg, resume=resume)
+    except (DataError, CheckpointError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+        return
+    if result.test_metrics is not None:
+        single, tta = result.test_metrics["single"], result.test_metrics["flip_tta"]
+        typer.echo(
+            f"best epoch {result.best_epoch}: val acc {result.best_val_acc:.4f}; PublicTest acc {single['accuracy']:.4f} "
+            f"(flip TTA {tta['accuracy']:.4f}), macro-F1 {single['macro_f1']:.4f}; files in {result.out_dir}"
+        )
+
+
+eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@eval_app.command()
+def fer_eval(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by fer-train (best.pt).")],
+    data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
+    split: Annotated[Split, typer.Option(help="Labelled split; 'val' is the checkpoint's own validation split.")] = "PublicTest",  # type: ignore[assignment]
+    flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Also report horizontal-flip TTA (separately).")] = True,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the report as JSON here, and a confusion-matrix PNG beside it.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Accuracy, macro-F1, per-class precision/recall and confusion matrix of CHECKPOINT on a labelled split."""
+    _setup_logging(verbose)
+    from fer_runtime import LABELS
+    from fer_train.checkpoint import CheckpointError, load_checkpoint
+    from fer_train.data import DataError, load_fer2013, make_splits
+    from fer_train.evaluate import evaluate_checkpoint_on
+    from fer_train.metrics import ClassReport
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+        fer = load_fer2013(data)
+        if split.value == "val":
+            cfg = ckpt.get("train_config", {})
+            part = make_splits(fer, cfg.get("val_fraction", 0.1), cfg.get("split_seed", 0)).val
+        else:
+            part = fer.split(split.value)
+        if ckpt.get("data", {}).get("sha256") == fer.sha256 and split.value == "Training":
+            typer.secho("note: the checkpoint was trained on this split; this is not a test figure", err=True)
+        report = evaluate_checkpoint_on(ckpt, part.images, part.labels, flip_tta=flip_tta)
+    except (DataError, CheckpointError, ValueError) as exc:
+        _fail(exc)
+        return
+    typer.echo(f"{checkpoint} on {split.value} ({report['n']} faces), single crop:")
+    typer.echo(ClassReport(**report["single"]).table(tuple(ckpt["labels"]) or LABELS))
+    if report["flip_tta"]:
+        t = report["flip_tta"]
+        typer.echo(f"with horizontal-flip TTA: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}")
+    if out:
+        from fer_train.plots import plot_confusion
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"checkpoint": str(checkpoint), "split": split.value, **report}, indent=1))
+        plot_confusion(report["single"]["confusion"], out.with_suffix(".png"), f"{checkpoint.name} on {split.value}")
+        typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def train_main() -> None:
+    train_app()
+
+
+def eval_main() -> None:
+    eval_app()

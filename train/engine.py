@@ -1,0 +1,394 @@
+"""The training loop: one readable function, a typed config, self-describing checkpoints.
+
+Determinism and resume: shuffling, augmentation and dropout are reseeded from
+``(seed, epoch)`` at the start of every epoch, and ``last.pt`` (written atomically after
+each completed epoch) holds model, optimizer and scheduler state. A run killed at any
+moment and resumed with ``--resume`` therefore redoes the interrupted epoch exactly as
+an uninterrupted run would have, and finishes with the same weights.
+
+Distributed: under ``torchrun --nproc-per-node=N`` the same function runs one process
+per worker with DistributedDataParallel (gloo on CPU, NCCL on CUDA) and a
+DistributedSampler; ``--batch-size`` stays the global batch. Rank 0 writes all files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from fer_runtime import LABELS, PreprocessConfig, preprocess
+from fer_train.augment import AugmentConfig, augment
+from fer_train.checkpoint import load_checkpoint, save_checkpoint
+from fer_train.data import Splits, load_fer2013, make_splits, stratified_subset
+from fer_train.metrics import classification_report
+from fer_train.models import arch_args, build_model, count_parameters, predict_logits
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("cosine", "none")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "seed"
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    scheduler: str = "cosine"
+    label_smoothing: float = 0.0
+    data: str | None = None
+    out_dir: str = "runs/seed"
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast + channels_last on CPUs with bf16 units, AMP on CUDA
+    seed: int = 0
+    val_fraction: float = 0.1
+    split_seed: int = 0  # fixed, so every run validates on the same faces
+    limit: int | None = None  # train on a stratified subset of this size (smoke runs, tests)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from fer_train.models import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+        for name, value, valid in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("scheduler", self.scheduler, SCHEDULERS),
+            ("device", self.device, DEVICES),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ValueError("epochs must be >= 1, batch_size >= 2 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_epoch: int
+    best_val_acc: float
+    history: list[dict[str, float]]
+    test_metrics: dict[str, Any] | None
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class Runtime:
+    """Where and how this process trains."""
+
+    device: torch.device
+    rank: int
+    world: int
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but torch sees no CUDA device; use --device cpu or auto")
+    if want_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    precision = cfg.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 autocast is for CUDA; on CPU use --precision bf16 or fp32")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    # channels_last pays off with bf16 oneDNN kernels on CPU and with tensor cores on CUDA.
+    return Runtime(device, rank, world, dtype, channels_last=dtype is not None)
+
+
+def _batches(indices: list[int], batch_size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        if len(chunk) >= 2:  # BatchNorm needs two samples; a lone leftover waits for the next epoch
+            yield torch.tensor(chunk)
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=True)
+    opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[float, float, torch.Tensor]:
+    """fp32 loss and accuracy on (x, y), sharded over ranks; returns predictions of this shard too."""
+    shard = slice(rt.rank, None, rt.world)
+    logits = predict_logits(model, x[shard])
+    loss_sum = F.cross_entropy(logits, y[shard], reduction="sum")
+    correct = (logits.argmax(1) == y[shard]).sum().float()
+    totals = torch.stack([loss_sum, correct, torch.tensor(float(len(y[shard])))])
+    if rt.world > 1:
+        totals = totals.to(rt.device)
+        dist.all_reduce(totals)
+        totals = totals.cpu()
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2]), logits.argmax(1)
+
+
+def _write_history(out: Path, history: list[dict[str, float]]) -> None:
+    tmp = out / ".metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out / "metrics.csv")
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, out / "metrics.json")
+
+
+def load_splits(cfg: TrainConfig) -> Splits:
+    splits = make_splits(load_fer2013(cfg.data), cfg.val_fraction, cfg.split_seed)
+    if cfg.limit is not None and cfg.limit < len(splits.train):
+        splits.train = splits.train.subset(stratified_subset(splits.train.labels, cfg.limit, cfg.split_seed))
+    return splits
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train ``cfg.arch``; files go to ``cfg.out_dir`` (checkpoints, metrics, plots)."""
+    rt = setup_runtime(cfg)
+    out = Path(cfg.out_dir)
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    splits = load_splits(cfg)
+    pcfg = cfg.preprocess
+    x_train = torch.from_numpy(preprocess(splits.train.images, pcfg))
+    y_train = torch.from_numpy(splits.train.labels)
+    x_val = torch.from_numpy(preprocess(splits.val.images, pcfg))
+    y_val = torch.from_numpy(splits.val.labels)
+    data_desc = splits.describe()
+
+    args = arch_args(cfg.arch)
+    if "input_size" in args:
+        args["input_size"] = pcfg.size
+    model = build_model(cfg.arch, **args).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(cfg, model)
+    scheduler = _make_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler(enabled=rt.autocast_dtype == torch.float16)
+
+    history: list[dict[str, float]] = []
+    best_val_acc, best_epoch, start_epoch = -1.0, 0, 0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path, map_location=rt.device)
+        if state["arch"] != cfg.arch or state["arch_args"] != args:
+            raise ValueError(f"{last_path} was trained as {state['arch']} {state['arch_args']}, not {cfg.arch} {args}")
+        if state["data"]["sha256"] != data_desc["sha256"]:
+            raise ValueError(f"{last_path} was trained on other data ({state['data']['source']}); use a new --out-dir")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, best_val_acc, best_epoch = state["history"], state["best_val_acc"], state["best_epoch"]
+        start_epoch = state["epoch"]
+        if rt.main:
+            log.info("resuming %s after epoch %d", last_path, start_epoch)
+    elif resume and rt.main:
+        log.info("no %s yet: starting from scratch", last_path)
+
+    net: nn.Module = model
+    if rt.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    sampler = DistributedSampler(range(len(y_train)), num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed)
+    local_batch = max(2, cfg.batch_size // rt.world)
+
+    def payload(epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "arch": cfg.arch,
+            "arch_args": args,
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "labels": list(LABELS),
+            "preprocess": pcfg.to_dict(),
+            "train_config": cfg.to_dict(),
+            "epoch": epoch,
+            "metrics": metrics,
+            "data": data_desc,
+            "num_parameters": count_parameters(model),
+            "torch_version": str(torch.__version__),
+        }
+
+    if rt.main:
+        log.info("%s: %s parameters; train %d, val %d; device %s, world %d, autocast %s, channels_last %s",
+                 cfg.arch, f"{count_parameters(model):,}", len(y_train), len(y_val), rt.device, rt.world,
+                 rt.autocast_dtype, rt.channels_last)
+    for epoch in range(start_epoch, cfg.epochs):
+        # Everything random in this epoch derives from (seed, epoch): that is what makes resume exact.
+        sampler.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rt.rank)
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 31 + rt.rank)
+        net.train()
+        order = list(sampler)
+        batches = list(_batches(order, local_batch))
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = seen = 0
+        t0 = time.perf_counter()
+        bar = _progress(batches, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and rt.main)
+        for idx in bar:
+            xb = augment(x_train[idx], cfg.augment, aug_gen).to(rt.device, non_blocking=True)
+            yb = y_train[idx].to(rt.device, non_blocking=True)
+            if rt.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with rt.autocast():
+                logits = net(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach().double().cpu() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+            if hasattr(bar, "set_postfix"):
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                img_s=f"{seen * rt.world / elapsed:.0f}")
+        train_time = time.perf_counter() - t0
+        scheduler.step()
+        totals = torch.tensor([float(loss_sum), float(correct), float(seen)], dtype=torch.float64)
+        if rt.world > 1:
+            dist.all_reduce(totals)
+        val_loss, val_acc, _ = _evaluate(model, x_val, y_val, rt)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(totals[0] / totals[2]),
+            "train_acc": float(totals[1] / totals[2]),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_seconds": train_time,
+            "images_per_second": float(totals[2]) / train_time,
+        }
+        history.append(row)
+        improved = val_acc > best_val_acc
+        if improved:
+            best_val_acc, best_epoch = val_acc, epoch + 1
+        if rt.main:
+            metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc, "best_epoch": best_epoch}
+            if improved:
+                save_checkpoint(best_path, payload(epoch + 1, metrics))
+            save_checkpoint(last_path, {
+                **payload(epoch + 1, metrics),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "history": history,
+                "best_val_acc": best_val_acc,
+                "best_epoch": best_epoch,
+            })
+            _write_history(out, history)
+            _plot_curves_safely(history, out / "curves.png", cfg.arch)
+            log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1fs, %.0f img/s",
+                     epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc,
+                     " (best)" if improved else "", train_time, row["images_per_second"])
+    if rt.world > 1:
+        dist.barrier()
+
+    test_metrics = _finish(out, splits, rt) if rt.main else None
+    if rt.world > 1:
+        dist.destroy_process_group()
+    return TrainResult(out, best_epoch, best_val_acc, history, test_metrics)
+
+
+def _finish(out: Path, splits: Splits, rt: Runtime) -> dict[str, Any] | None:
+    """Evaluate the best checkpoint once on validation and on PublicTest; store both in it."""
+    from fer_train.evaluate import evaluate_checkpoint_on
+    from fer_train.plots import plot_confusion
+
+    best_path = out / "best.pt"
+    ckpt = load_checkpoint(best_path)
+    val = evaluate_checkpoint_on(ckpt, splits.val.images, splits.val.labels)
+    plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (best epoch)")
+    ckpt["metrics"]["val"] = val["single"]
+    test = None
+    if splits.test is not None:
+        # Reported, never used for selection: the best epoch was chosen on validation above.
+        test = evaluate_checkpoint_on(ckpt, splits.test.images, splits.test.labels, flip_tta=True)
+        plot_confusion(test["single"]["confusion"], out / "confusion_test.png", "PublicTest (best epoch)")
+        ckpt["metrics"]["test"] = test["single"]
+        ckpt["metrics"]["test_flip_tta"] = test["flip_tta"]
+    save_checkpoint(best_path, ckpt)
+    (out / "final_metrics.json").write_text(json.dumps(ckpt["metrics"], indent=1))
+    return test
+
+
+def _plot_curves_safely(history: list[dict[str, float]], path: Path, title: str) -> None:
+    from fer_train.plots import plot_curves
+
+    try:
+        plot_curves(history, path, title)
+    except Exception as exc:  # a plotting problem must never cost a training run
+        log.warning("could not draw %s: %s", path, exc)
+
+
+def _progress(items: list[Any], desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="batch", leave=False, dynamic_ncols=True)

@@ -1,0 +1,96 @@
+"""Architectures: a registry (a table of builders), not a class per model.
+
+``seed`` is the write-up's 16-layer CNN, layer for layer:
+conv16-BN-pool, conv64-pool, conv128-BN-pool, conv256-pool, flatten, fc128-dropout-fc84-dropout-fc7
+(3x3 convolutions, ReLU after each conv and hidden fc).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from fer_runtime import NUM_CLASSES
+
+
+def seed_cnn(
+    in_channels: int = 1,
+    num_classes: int = NUM_CLASSES,
+    input_size: int = 48,
+    padding: int = 1,
+    dropout: float = 0.4,
+) -> nn.Sequential:
+    """The write-up's 16 layers (ReLUs are activations, not counted as layers)."""
+
+    def conv(cin: int, cout: int, bn: bool) -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=padding)]
+        if bn:
+            layers.append(nn.BatchNorm2d(cout))
+        return [*layers, nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+    side = input_size
+    for _ in range(4):  # each stage: 3x3 conv (shrinks by 2 - 2*padding), then 2x2 pool
+        side = (side + 2 * padding - 2) // 2
+    if side < 1:
+        raise ValueError(f"input_size {input_size} is too small for the seed CNN with padding={padding}")
+    return nn.Sequential(
+        *conv(in_channels, 16, bn=True),
+        *conv(16, 64, bn=False),
+        *conv(64, 128, bn=True),
+        *conv(128, 256, bn=False),
+        nn.Flatten(),
+        nn.Linear(256 * side * side, 128),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(128, 84),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(84, num_classes),
+    )
+
+
+# name -> (builder, default arguments). Add architectures here; CLI choices come from this table.
+ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
+    "seed": (seed_cnn, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48, "padding": 1, "dropout": 0.4}),
+}
+
+
+def build_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered architecture; unknown names raise ValueError listing the valid ones."""
+    try:
+        builder, defaults = ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(sorted(ARCHITECTURES))}") from None
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown arguments for {name!r}: {', '.join(sorted(unknown))}")
+    return builder(**{**defaults, **overrides})
+
+
+def arch_args(name: str, **overrides: Any) -> dict[str, Any]:
+    """The full argument dict a checkpoint stores to rebuild ``name``."""
+    build_model(name, **overrides)  # validates
+    return {**ARCHITECTURES[name][1], **overrides}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(model: nn.Module) -> str:
+    lines = [f"{i:2d} {type(m).__name__:12s} {m.extra_repr()}" for i, m in enumerate(model, 1) if not isinstance(m, nn.ReLU)] if isinstance(model, nn.Sequential) else [repr(model)]
+    return "\n".join([*lines, f"parameters: {count_parameters(model):,}"])
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """fp32 logits in eval mode, batched (used for validation, evaluation and export checks)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, NUM_CLASSES)
