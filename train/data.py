@@ -124,7 +124,7 @@ def load_fer2013(
     if cache_file is not None and cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as z:
-                log.info("loaded %s from cache %s", p, cache_file)
+                log.debug("loaded %s from cache %s", p, cache_file)
                 return FerData(z["images"], z["labels"], z["usage"].astype(str), str(p), digest)
         except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not fatal
             log.warning("ignoring unreadable cache %s (%s)", cache_file, exc)

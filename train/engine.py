@@ -34,7 +34,6 @@ from fer_runtime import LABELS, PreprocessConfig, preprocess
 from fer_train.augment import AugmentConfig, augment
 from fer_train.checkpoint import load_checkpoint, save_checkpoint
 from fer_train.data import Splits, load_fer2013, make_splits, stratified_subset
-from fer_train.metrics import classification_report
 from fer_train.models import arch_args, build_model, count_parameters, predict_logits
 
 log = logging.getLogger(__name__)
@@ -173,8 +172,8 @@ def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[float, float, torch.Tensor]:
-    """fp32 loss and accuracy on (x, y), sharded over ranks; returns predictions of this shard too."""
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[float, float]:
+    """fp32 loss and accuracy on (x, y), sharded over ranks and summed."""
     shard = slice(rt.rank, None, rt.world)
     logits = predict_logits(model, x[shard])
     loss_sum = F.cross_entropy(logits, y[shard], reduction="sum")
@@ -184,7 +183,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -
         totals = totals.to(rt.device)
         dist.all_reduce(totals)
         totals = totals.cpu()
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2]), logits.argmax(1)
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 def _write_history(out: Path, history: list[dict[str, float]]) -> None:
@@ -313,7 +312,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         totals = torch.tensor([float(loss_sum), float(correct), float(seen)], dtype=torch.float64)
         if rt.world > 1:
             dist.all_reduce(totals)
-        val_loss, val_acc, _ = _evaluate(model, x_val, y_val, rt)
+        val_loss, val_acc = _evaluate(model, x_val, y_val, rt)
         row = {
             "epoch": epoch + 1,
             "train_loss": float(totals[0] / totals[2]),
