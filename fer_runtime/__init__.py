@@ -1,16 +1,20 @@
-"""fer_runtime: facial expression recognition inference with NumPy (and ONNX Runtime).
+"""fer_runtime: facial expression recognition with NumPy + ONNX Runtime (never torch).
 
-The runtime never imports torch. Public API:
+>>> from fer_runtime import EmotionRecognizer
+>>> rec = EmotionRecognizer()            # the bundled default model, sha256-checked, offline
+>>> rec.predict(face_image)[0].label     # doctest: +SKIP
 
-* :data:`LABELS` - the seven classes in label order,
-* :class:`PreprocessConfig`, :func:`preprocess` - the one preprocessing function,
-* :func:`equalize_hist`, :func:`to_gray`, :func:`resize` - its steps.
+Public API: :class:`EmotionRecognizer` and its result types, the one preprocessing function
+:func:`preprocess` (with its steps), the labels, the bundled-model registry and the exceptions.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from fer_runtime.bundled import BUNDLED_MODELS, DEFAULT_MODEL
+from fer_runtime.detect import Face
+from fer_runtime.errors import FerError, InputError, MissingExtraError, ModelError, ModelIntegrityError, ProviderError
 from fer_runtime.labels import LABELS, NUM_CLASSES
 from fer_runtime.preprocessing import (
     PreprocessConfig,
@@ -20,6 +24,7 @@ from fer_runtime.preprocessing import (
     resize,
     to_gray,
 )
+from fer_runtime.recognizer import EmotionRecognizer, ModelInfo, Prediction
 
 try:
     __version__ = version("fer-edge")
@@ -27,9 +32,21 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "BUNDLED_MODELS",
+    "DEFAULT_MODEL",
     "LABELS",
     "NUM_CLASSES",
+    "EmotionRecognizer",
+    "Face",
+    "FerError",
+    "InputError",
+    "MissingExtraError",
+    "ModelError",
+    "ModelInfo",
+    "ModelIntegrityError",
+    "Prediction",
     "PreprocessConfig",
+    "ProviderError",
     "__version__",
     "equalize_hist",
     "faces_to_uint8",

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 
+from fer_runtime.errors import InputError
+
 ColorOrder = Literal["rgb", "bgr"]
+_CHANNELS = (1, 2, 3, 4)  # gray, gray + alpha, colour, colour + alpha
 
 # cv2.cvtColor(COLOR_RGB2GRAY) on uint8 (OpenCV 4.x): (R*9798 + G*19235 + B*3735 + 2**14) >> 15,
 # i.e. BT.601 0.299/0.587/0.114 in 15-bit fixed point. Checked bit for bit in the tests.
@@ -46,18 +50,16 @@ class PreprocessConfig:
 
 
 def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
-    """One image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4; alpha dropped) -> uint8 (H, W)."""
+    """One image (H, W), (H, W, 1), (H, W, 2; gray + alpha), (H, W, 3) or (H, W, 4; alpha dropped) -> uint8 (H, W)."""
     img = _as_uint8(image)
     if img.ndim == 2:
         return img
-    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}"
-        )
-    if img.shape[2] == 1:
+    if img.ndim != 3 or img.shape[2] not in _CHANNELS:
+        raise InputError(f"expected an image of shape (H, W) or (H, W, C) with C in 1-4, got {image.shape}")
+    if img.shape[2] <= 2:
         return img[:, :, 0]
     if color_order not in ("rgb", "bgr"):
-        raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+        raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
     weights = _GRAY_WEIGHTS_RGB if color_order == "rgb" else _GRAY_WEIGHTS_RGB[::-1]
     acc = img[:, :, :3].astype(np.int64) @ weights
     return ((acc + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).astype(np.uint8)
@@ -92,52 +94,57 @@ def resize(gray: np.ndarray, size: int = 48) -> np.ndarray:
     if (h, w) == (size, size):
         return gray
     if h == 0 or w == 0:
-        raise ValueError(f"cannot resize an empty image of shape {gray.shape}")
+        raise InputError(f"cannot resize an empty image of shape {gray.shape}")
     wy, wx = _axis_weights(h, size), _axis_weights(w, size)
     out = wy @ gray.astype(np.float64) @ wx.T
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def equalize_hist(images: np.ndarray) -> np.ndarray:
-    """Histogram equalization of uint8 (H, W) or (N, H, W), bit-exact with cv2.equalizeHist."""
-    if images.dtype != np.uint8:
-        raise TypeError(f"equalize_hist needs uint8 images, got {images.dtype}")
-    single = images.ndim == 2
-    batch = images[None] if single else images
-    n = batch.shape[0]
-    flat = batch.reshape(n, -1)
-    total = flat.shape[1]
-    offsets = (np.arange(n, dtype=np.int64) * 256)[:, None]
-    hist = np.bincount((flat + offsets).ravel(), minlength=256 * n).reshape(n, 256)
+def _equalize_luts(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image equalization lookup tables for uint8 (N, P) pixels.
+
+    Returns ``(lut, index)``: ``lut`` is uint8 (N, 256) and ``index`` (N, P) addresses
+    ``lut.ravel()``, so one gather maps every pixel of every image at once.
+    """
+    n, total = flat.shape
+    # Image i's table occupies entries [256 i, 256 i + 256) of the raveled tables. One image
+    # needs no offset, so its uint8 pixels index directly (no int64 copy: the batch-1 latency).
+    index = flat if n == 1 else flat + (np.arange(n, dtype=np.int64) * 256)[:, None]
+    hist = np.bincount(index.ravel(), minlength=256 * n).reshape(n, 256)
     cum = np.cumsum(hist, axis=1)
     first = np.argmax(hist > 0, axis=1)  # lowest grey level present
     first_count = hist[np.arange(n), first]
     # OpenCV: scale = 255.f / (total - hist[first]) in float32; lut[j] = cvRound(float(sum_j) * scale)
-    # for j > first, where sum_j counts the pixels above `first` up to j; lut[first] = 0.
-    denom = np.maximum(total - first_count, 1).astype(np.float32)
-    scale = np.float32(255.0) / denom
+    # for j > first, where sum_j counts the pixels above `first` up to j; lut[first] = 0. Levels
+    # below `first` never occur, so their entries do not matter.
+    scale = np.float32(255.0) / np.maximum(total - first_count, 1).astype(np.float32)
     above = (cum - first_count[:, None]).astype(np.float32)
     lut = np.rint(above * scale[:, None]).clip(0, 255).astype(np.uint8)
-    levels = np.arange(256)[None, :]
-    lut[levels < first[:, None]] = 0
-    # A flat image maps to itself in OpenCV (every pixel keeps its level).
-    flat_img = first_count == total
+    flat_img = first_count == total  # one grey level only: OpenCV leaves the image unchanged
     if flat_img.any():
         lut[flat_img] = np.arange(256, dtype=np.uint8)
-    out = np.take_along_axis(lut, flat.astype(np.int64), axis=1).reshape(batch.shape)
-    return out[0] if single else out
+    return lut, index
+
+
+def equalize_hist(images: np.ndarray) -> np.ndarray:
+    """Histogram equalization of uint8 (H, W) or (N, H, W), bit-exact with cv2.equalizeHist."""
+    if images.dtype != np.uint8:
+        raise InputError(f"equalize_hist needs uint8 images, got {images.dtype}")
+    batch = images[None] if images.ndim == 2 else images
+    lut, index = _equalize_luts(batch.reshape(batch.shape[0], -1))
+    return lut.ravel()[index].reshape(images.shape)
 
 
 def _as_uint8(image: np.ndarray) -> np.ndarray:
     arr = np.asarray(image)
     if arr.size == 0:
-        raise ValueError(f"empty image of shape {arr.shape}")
+        raise InputError(f"empty image of shape {arr.shape}")
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype.kind == "b" or arr.dtype.kind not in "uif":
-        raise TypeError(f"images must be uint8 or float grey levels, got dtype {arr.dtype}")
+        raise InputError(f"images must be uint8 or float grey levels, got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError("image contains NaN or infinite values")
+        raise InputError("image contains NaN or infinite values")
     # Integer and float inputs are grey levels on the 0-255 scale.
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
@@ -147,17 +154,32 @@ def faces_to_uint8(
 ) -> np.ndarray:
     """Any face image(s) -> uint8 (N, size, size) gray, before equalization.
 
-    Accepts an (N, H, W) stack of gray faces, or one image / a list of images of any
-    size and channel layout (see :func:`to_gray`).
+    Accepts one image, a list of images of any sizes and channel layouts (see :func:`to_gray`),
+    or an (N, H, W) stack of gray faces. A 3-D array whose last axis is 1-4 is one image.
     """
-    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[2] not in (1, 3, 4):
-        return resize(_as_uint8(images), size)
-    if isinstance(images, np.ndarray) and images.ndim in (2, 3):
-        images = [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3 and images.shape[2] not in _CHANNELS:
+            return resize(_as_uint8(images), size)
+        if images.ndim == 2:
+            return resize(to_gray(images, color_order), size)[None]
+        if images.ndim != 3 and images.ndim != 4:
+            raise InputError(
+                f"expected an image (H, W[, C]), a list of images or a stack (N, H, W[, C]); got shape {images.shape}"
+            )
+        if images.ndim == 3:
+            images = [images]
     items = list(images)
     if not items:
-        raise ValueError("no images given")
+        raise InputError("no images given")
     return np.stack([resize(to_gray(im, color_order), size) for im in items])
+
+
+@lru_cache(maxsize=16)
+def _scaled_levels(mean: float, std: float) -> np.ndarray:
+    """Grey level -> model input value; scaling folded into a lookup table so one gather does it."""
+    levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / (255.0 * std)) - np.float32(mean / std)
+    levels.flags.writeable = False
+    return levels
 
 
 def preprocess(
@@ -168,10 +190,12 @@ def preprocess(
     """Face image(s) -> float32 (N, 1, size, size) model input, as ``config`` says."""
     cfg = config or PreprocessConfig()
     faces = faces_to_uint8(images, cfg.size, color_order)
+    n = faces.shape[0]
+    flat = faces.reshape(n, -1)
+    levels = _scaled_levels(cfg.mean, cfg.std)
     if cfg.equalize:
-        faces = equalize_hist(faces)
-    out = faces.astype(np.float32)
-    out *= np.float32(1.0 / (255.0 * cfg.std))
-    if cfg.mean:
-        out -= np.float32(cfg.mean / cfg.std)
-    return out[:, None, :, :]
+        lut, index = _equalize_luts(flat)
+        out = levels[lut].ravel()[index]
+    else:
+        out = levels[flat]
+    return out.reshape(n, 1, cfg.size, cfg.size)

@@ -36,3 +36,17 @@ def fer_data(fer_path: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+SEED_CHECKPOINT = REPO / "models" / "seed" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def exported_seed(fer_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped seed checkpoint exported once (fp32 + int8 + fp16) for the whole session."""
+    from fer_export import export_onnx
+
+    out = tmp_path_factory.mktemp("export") / "seed.onnx"
+    report = export_onnx(SEED_CHECKPOINT, out, data=fer_path, int8=True, fp16=True)
+    return {"fp32": out, "int8": out.with_name("seed.int8.onnx"), "fp16": out.with_name("seed.fp16.onnx"),
+            "report": report}  # type: ignore[dict-item]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fer_runtime import PreprocessConfig, equalize_hist, faces_to_uint8, preprocess, resize, to_gray
+from fer_runtime.errors import InputError
 
 
 def test_equalize_hist_bit_exact_on_random_images(rng):
@@ -22,7 +23,7 @@ def test_equalize_hist_edge_cases():
         np.testing.assert_array_equal(equalize_hist(img), cv2.equalizeHist(img))
     two = np.array([[0, 255], [255, 255]], np.uint8)
     np.testing.assert_array_equal(equalize_hist(two), cv2.equalizeHist(two))
-    with pytest.raises(TypeError, match="uint8"):
+    with pytest.raises(InputError, match="uint8"):
         equalize_hist(np.zeros((4, 4), np.float32))
 
 

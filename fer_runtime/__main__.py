@@ -1,0 +1,5 @@
+"""``python -m fer_runtime`` runs ``fer-predict``."""
+
+from fer_runtime.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""Models shipped inside the package, each pinned by sha256 and verified when loaded."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+from fer_runtime.errors import ModelError, ModelIntegrityError
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    filename: str
+    sha256: str
+    description: str
+
+
+# name -> model; EmotionRecognizer(model=NAME) picks one, no argument picks DEFAULT_MODEL.
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    m.name: m
+    for m in (
+        BundledModel(
+            name="seed",
+            filename="seed.onnx",
+            sha256="0318ce5aa5216b82cb2d437bf279fda198ecef67315f9ae3422433206170df1e",
+            description="the write-up's 16-layer CNN (685k parameters), fp32",
+        ),
+    )
+}
+DEFAULT_MODEL = "seed"
+
+
+def read_bundled(name: str = DEFAULT_MODEL) -> bytes:
+    """The bytes of a bundled model, after checking them against the recorded sha256."""
+    try:
+        entry = BUNDLED_MODELS[name]
+    except KeyError:
+        raise ModelError(f"no bundled model {name!r}; bundled: {', '.join(sorted(BUNDLED_MODELS))}") from None
+    ref = resources.files("fer_runtime") / "models" / entry.filename
+    try:
+        data = ref.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"bundled model {name!r} is missing from the installation ({exc}); reinstall fer-edge") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise ModelIntegrityError(
+            f"bundled model {name!r} is corrupted: sha256 {digest[:16]}... != recorded {entry.sha256[:16]}...; "
+            "reinstall fer-edge"
+        )
+    return data

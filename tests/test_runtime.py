@@ -1,0 +1,341 @@
+"""fer_runtime: the recognizer, its inputs and errors, providers (with fakes), threads, no torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+import fer_runtime
+from fer_runtime import (
+    BUNDLED_MODELS,
+    EmotionRecognizer,
+    InputError,
+    ModelError,
+    ModelIntegrityError,
+    Prediction,
+    ProviderError,
+    preprocess,
+)
+from fer_runtime import bundled as bundled_mod
+from fer_runtime.providers import CPU, CUDA, ProviderPlan, resolve_providers, verify_applied
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rec() -> EmotionRecognizer:
+    return EmotionRecognizer()
+
+
+@pytest.fixture(scope="module")
+def faces(fer_data) -> np.ndarray:
+    return fer_data.split("PublicTest").images[:64]
+
+
+# --- the bundled default -------------------------------------------------------------------
+
+def test_default_is_the_bundled_model_and_verified(rec):
+    assert rec.info.source == "bundled:seed"
+    assert rec.labels == fer_runtime.LABELS
+    assert rec.providers == [CPU]
+    assert rec.info.metadata["arch"] == "seed" and rec.info.metadata["precision"] == "fp32"
+
+
+def test_bundled_sha256_mismatch_is_refused(monkeypatch):
+    entry = BUNDLED_MODELS["seed"]
+    monkeypatch.setitem(bundled_mod.BUNDLED_MODELS, "seed", bundled_mod.BundledModel(entry.name, entry.filename, "0" * 64, ""))
+    with pytest.raises(ModelIntegrityError, match="corrupted"):
+        EmotionRecognizer()
+    with pytest.raises(ModelError, match="no bundled model 'nope'"):
+        bundled_mod.read_bundled("nope")
+
+
+@pytest.mark.data
+def test_bundled_model_is_the_shipped_checkpoint(rec, faces):
+    import torch
+
+    from fer_train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(REPO / "models" / "seed" / "best.pt")
+    x = preprocess(faces)
+    with torch.no_grad():
+        ref = model_from_checkpoint(ckpt)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(rec.logits(x), ref, atol=1e-4, rtol=0)
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+@pytest.mark.data
+def test_predict_accepts_every_documented_layout(rec, faces):
+    face = faces[0]
+    base = rec.predict_proba(face)
+    assert base.shape == (1, 7) and base.dtype == np.float32
+    np.testing.assert_allclose(base.sum(1), 1.0, atol=1e-5)
+    rgb = np.repeat(face[:, :, None], 3, axis=2)
+    same = [face.astype(np.float32), face[:, :, None], np.dstack([face, face * 0]), rgb,
+            np.dstack([rgb, np.full_like(face, 7)])]
+    for img in same:
+        np.testing.assert_allclose(rec.predict_proba(img), base, atol=1e-6)
+    np.testing.assert_allclose(rec.predict_proba(rgb, color_order="bgr"), base, atol=1e-6)
+    big = np.kron(face, np.ones((2, 2), np.uint8))  # 96x96: area-resized back to this face
+    np.testing.assert_allclose(rec.predict_proba(big), base, atol=1e-6)
+    stack = rec.predict_proba(faces[:5])
+    mixed = rec.predict_proba([faces[0], big, faces[2][:40, :30], rgb])
+    assert stack.shape == (5, 7) and mixed.shape == (4, 7)
+    np.testing.assert_allclose(mixed[0], stack[0], atol=1e-6)
+    preds = rec.predict(faces[:3])
+    assert [type(p) for p in preds] == [Prediction] * 3
+    p = preds[0]
+    assert p.label == rec.labels[p.index] and p.score == pytest.approx(max(p.probabilities.values()))
+    assert rec.predict_one(face) == preds[0]
+
+
+def test_color_order_changes_results_for_colour_images(rec, rng):
+    img = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    assert not np.allclose(rec.predict_proba(img, "rgb"), rec.predict_proba(img, "bgr"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((0, 48), np.uint8), "empty"),
+        (np.zeros((48, 0, 3), np.uint8), "empty"),
+        (np.zeros((5,), np.uint8), "shape"),
+        (np.zeros((2, 2, 48, 48, 3), np.uint8), "shape"),
+        (np.zeros((2, 48, 48, 5), np.uint8), "shape"),
+        (np.full((48, 48), np.nan, np.float32), "NaN"),
+        (np.full((48, 48), np.inf), "NaN or infinite"),
+        (np.zeros((48, 48), bool), "dtype"),
+        (np.array([["a"]]), "dtype"),
+        ([], "no images"),
+    ],
+)
+def test_bad_images_raise_input_error(rec, bad, message):
+    with pytest.raises(InputError, match=message):
+        rec.predict(bad)
+
+
+def test_predict_one_rejects_batches(rec):
+    with pytest.raises(InputError, match="single image"):
+        rec.predict_one([np.zeros((48, 48), np.uint8)] * 2)
+
+
+# --- models --------------------------------------------------------------------------------
+
+def _tiny_model(path: Path, in_shape=("N", 1, 48, 48), out_dim: int = 7, meta: dict | None = None) -> Path:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out_dim])
+    flat = int(np.prod(in_shape[1:]))
+    w = helper.make_tensor("w", TensorProto.FLOAT, [flat, out_dim], np.linspace(-1, 1, flat * out_dim).astype(np.float32))
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [0, flat])
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "tiny", [x], [y], [w, shape]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if meta is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "fer_edge", json.dumps(meta)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="no such model file"):
+        EmotionRecognizer(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01 not onnx at all")
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        EmotionRecognizer(tmp_path / "junk.onnx")
+    good = _tiny_model(tmp_path / "tiny.onnx").read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        EmotionRecognizer(tmp_path / "truncated.onnx")
+    with pytest.raises(ModelError, match="N x 1 x 48 x 48 and output N x 7"):
+        EmotionRecognizer(_tiny_model(tmp_path / "rgb.onnx", in_shape=("N", 3, 32, 32)))
+    with pytest.raises(ModelError, match="N x 7"):
+        EmotionRecognizer(_tiny_model(tmp_path / "eight.onnx", out_dim=8))
+    (tmp_path / "badmeta.onnx").write_bytes(good)
+    model = onnx.load(str(tmp_path / "badmeta.onnx"))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "fer_edge", "{not json"
+    onnx.save(model, str(tmp_path / "badmeta.onnx"))
+    with pytest.raises(ModelError, match="not valid JSON"):
+        EmotionRecognizer(tmp_path / "badmeta.onnx")
+    with pytest.raises(ModelError, match="temperature"):
+        EmotionRecognizer(_tiny_model(tmp_path / "t.onnx", meta={"temperature": -1}))
+    with pytest.raises(ModelError, match="labels"):
+        EmotionRecognizer(_tiny_model(tmp_path / "l.onnx", meta={"labels": ["a", "b"]}))
+
+
+def test_model_without_metadata_uses_defaults_with_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        rec = EmotionRecognizer(_tiny_model(tmp_path / "plain.onnx"))
+    assert "no 'fer_edge' metadata" in caplog.text
+    assert rec.labels == fer_runtime.LABELS and rec.info.temperature == 1.0
+
+
+def test_temperature_from_metadata_is_applied(tmp_path, rng):
+    plain = EmotionRecognizer(_tiny_model(tmp_path / "a.onnx", meta={}))
+    hot = EmotionRecognizer(_tiny_model(tmp_path / "b.onnx", meta={"temperature": 2.5}))
+    faces = rng.integers(0, 256, (4, 48, 48)).astype(np.uint8)
+    logits = plain.logits(plain.preprocess(faces)).astype(np.float64) / 2.5
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(hot.predict_proba(faces), expected, atol=1e-6)
+    assert not np.allclose(plain.predict_proba(faces), hot.predict_proba(faces))
+
+
+# --- providers, with fakes ------------------------------------------------------------------
+
+def test_provider_resolution():
+    assert resolve_providers("auto", [CPU]).providers == [CPU]
+    assert resolve_providers("auto", [CUDA, CPU]).providers == [CUDA, CPU]
+    assert resolve_providers("cuda,cpu", [CUDA, CPU]).providers == [CUDA, CPU]
+    assert resolve_providers(["cuda"], [CUDA, CPU]) == ProviderPlan([CUDA, CPU], cpu_fallback_ok=False)
+    assert resolve_providers(["cpu"], [CUDA, CPU]).providers == [CPU]
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider not available.*fer-edge\\[gpu\\]"):
+        resolve_providers([CUDA], [CPU])
+    with pytest.raises(ProviderError, match="unknown execution provider"):
+        resolve_providers(["quantum"], [CPU])
+    with pytest.raises(ProviderError, match="no execution provider"):
+        resolve_providers([], [CPU])
+
+
+def test_provider_fallback_is_reported(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert resolve_providers(["cuda", "cpu"], [CPU]).providers == [CPU]
+    assert "skipped: CUDAExecutionProvider" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert verify_applied(ProviderPlan([CUDA, CPU], True), [CPU]) == [CUDA]
+    assert "fell back" in caplog.text
+    with pytest.raises(ProviderError, match="could not apply CUDAExecutionProvider"):
+        verify_applied(ProviderPlan([CUDA, CPU], False), [CPU])
+    assert verify_applied(ProviderPlan([CUDA, CPU], False), [CUDA, CPU]) == []
+
+
+def test_recognizer_reports_a_silent_cuda_fallback(monkeypatch, caplog):
+    import onnxruntime as ort
+
+    real_session = ort.InferenceSession
+    asked = {}
+
+    def fake_session(data, sess_options=None, providers=None):
+        asked["providers"] = providers
+        return real_session(data, sess_options=sess_options, providers=[CPU])  # CUDA "failed to load"
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    with caplog.at_level(logging.WARNING):
+        rec = EmotionRecognizer(providers="auto")
+    assert asked["providers"] == [CUDA, CPU] and rec.providers == [CPU]
+    assert "fell back" in caplog.text
+    with pytest.raises(ProviderError, match="could not apply"):
+        EmotionRecognizer(providers=["cuda"])
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
+    with pytest.raises(ProviderError, match="not available"):
+        EmotionRecognizer(providers=["CUDAExecutionProvider"])
+
+
+def test_injected_session_and_threads(rng):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    session = ort.InferenceSession(bundled_mod.read_bundled(), sess_options=opts, providers=[CPU])
+    rec = EmotionRecognizer(session=session)
+    assert rec.info.source == "injected session"
+    faces = rng.integers(0, 256, (3, 48, 48)).astype(np.uint8)
+    np.testing.assert_allclose(rec.predict_proba(faces), EmotionRecognizer(threads=1).predict_proba(faces), atol=1e-6)
+    with pytest.raises(ValueError, match="threads"):
+        EmotionRecognizer(threads=0)
+    fake = SimpleNamespace(
+        get_inputs=lambda: [SimpleNamespace(name="a", type="tensor(float)", shape=[1, 3, 224, 224])],
+        get_outputs=lambda: [SimpleNamespace(name="b", type="tensor(float)", shape=[1, 1000])],
+    )
+    with pytest.raises(ModelError, match="injected session"):
+        EmotionRecognizer(session=fake)
+
+
+# --- threads, no torch, packaging -----------------------------------------------------------
+
+def test_eight_threads_give_the_serial_results(rec, rng):
+    batches = [rng.integers(0, 256, (int(rng.integers(1, 40)), 48, 48)).astype(np.uint8) for _ in range(32)]
+    serial = [rec.predict_proba(b) for b in batches]
+    results: dict[int, np.ndarray] = {}
+
+    def work(worker: int) -> None:
+        for i in range(worker, len(batches), 8):
+            results[i] = rec.predict_proba(batches[i])
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, expected in enumerate(serial):
+        np.testing.assert_array_equal(results[i], expected)
+
+
+def test_runtime_never_imports_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "from fer_runtime import EmotionRecognizer\n"
+        "rec = EmotionRecognizer()\n"
+        "p = rec.predict(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))\n"
+        "assert len(p) == 2\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok', p[0].label)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(wheels.glob("fer_edge-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    done = subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.save(tmp_path / "face.npy", faces[0])
+    code = (
+        "import sys, numpy as np, importlib.metadata as md\n"
+        "from fer_runtime import EmotionRecognizer\n"
+        f"face = np.load({str(tmp_path / 'face.npy')!r})\n"
+        "p = EmotionRecognizer().predict_one(face)\n"
+        "deps = sorted(r.split(';')[0].split('>')[0].split('=')[0].strip() for r in md.requires('fer-edge') if 'extra' not in r)\n"
+        "for mod in ('torch', 'cv2', 'PIL', 'typer', 'pandas'):\n"
+        "    try:\n"
+        "        __import__(mod); print('unexpected', mod)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "print(p.label, deps)\n"
+    )
+    done = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "unexpected" not in done.stdout
+    label, deps = done.stdout.split(" ", 1)
+    assert label in fer_runtime.LABELS and deps.strip() == "['numpy', 'onnxruntime']"
+    expected = EmotionRecognizer().predict_one(faces[0]).label
+    assert label == expected
+
+
+def test_public_api_and_version():
+    assert "EmotionRecognizer" in fer_runtime.__all__ and fer_runtime.__version__ != "0+unknown"
+    assert (Path(fer_runtime.__file__).parent / "py.typed").exists()
