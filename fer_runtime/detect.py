@@ -50,13 +50,19 @@ def _cascade() -> Any:
     return cascade
 
 
-def find_faces(gray: np.ndarray, detect_width: int = 320, min_face: int = 24) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h) in the coordinates of ``gray``."""
+def find_faces(
+    gray: np.ndarray, detect_width: int = 320, min_face: int = 48, scale_factor: float = 1.2, min_neighbors: int = 5
+) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x, y, w, h) in the coordinates of ``gray``.
+
+    ``min_face`` is in frame pixels; the model sees 48x48 faces, so smaller ones carry little. The
+    cascade's own window is 24 px, so the search never goes below that on the downscaled copy.
+    """
     cascade = _cascade()
     scale = min(1.0, detect_width / gray.shape[1])
     small = resize_to(gray, int(round(gray.shape[0] * scale)), int(round(gray.shape[1] * scale))) if scale < 1 else gray
-    found = cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5,
-                                     minSize=(max(8, int(min_face * scale)),) * 2)
+    min_size = max(24, int(round(min_face * scale)))
+    found = cascade.detectMultiScale(small, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_size, min_size))
     boxes = []
     for x, y, w, h in np.asarray(found, dtype=np.float64).reshape(-1, 4):
         boxes.append(tuple(int(round(v / scale)) for v in (x, y, w, h)))
@@ -69,13 +75,18 @@ def resize_to(gray: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def detect_and_classify(
-    recognizer: EmotionRecognizer, frame: np.ndarray, color_order: ColorOrder, detect_width: int = 320, min_face: int = 24
+    recognizer: EmotionRecognizer,
+    frame: np.ndarray,
+    color_order: ColorOrder,
+    detect_width: int = 320,
+    min_face: int = 48,
+    scale_factor: float = 1.2,
 ) -> list[Face]:
     frame = np.asarray(frame)
     if frame.ndim not in (2, 3) or frame.size == 0:
         raise InputError(f"detect expects one frame (H, W) or (H, W, C), got shape {frame.shape}")
     gray = to_gray(frame, color_order)
-    boxes = find_faces(gray, detect_width, min_face)
+    boxes = find_faces(gray, detect_width, min_face, scale_factor)
     if not boxes:
         return []
     crops = np.stack([resize(gray[y : y + h, x : x + w], recognizer.info.preprocess.size) for x, y, w, h in boxes])

@@ -65,8 +65,9 @@ def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
     return ((acc + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).astype(np.uint8)
 
 
+@lru_cache(maxsize=256)
 def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix resampling one axis: area averaging or bilinear."""
+    """(n_out, n_in) matrix resampling one axis: area averaging or bilinear (cached: crops repeat sizes)."""
     if n_in == n_out:
         return np.eye(n_out)
     scale = n_in / n_out
@@ -77,7 +78,9 @@ def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
             lo, hi = i * scale, (i + 1) * scale
             for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), n_in)):
                 w[i, j] = min(hi, j + 1) - max(lo, j)
-        return w / scale
+        w /= scale
+        w.flags.writeable = False
+        return w
     # Bilinear with half-pixel centres, edges clamped (cv2.INTER_LINEAR).
     for i in range(n_out):
         src = (i + 0.5) * scale - 0.5
@@ -85,6 +88,7 @@ def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
         frac = src - j0
         w[i, min(max(j0, 0), n_in - 1)] += 1.0 - frac
         w[i, min(max(j0 + 1, 0), n_in - 1)] += frac
+    w.flags.writeable = False
     return w
 
 
