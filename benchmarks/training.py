@@ -11,7 +11,6 @@ are medians over rounds and the speed-up is computed within each round.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -107,25 +106,6 @@ def time_training(arch: str, path: Path | None, batch_size: int, steps: int, rou
     }
 
 
-def environment() -> dict[str, Any]:
-    import torch
-
-    flags = ""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return {
-        "cpu": model.split(":", 1)[-1].strip(),
-        "cpu_flags": [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags.split()],
-        "logical_cpus": __import__("os").cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
-
-
 @app.command()
 def main(
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help="FER2013 source (default $FER2013_PATH).")] = None,
@@ -144,9 +124,10 @@ def main(
     except (DataError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+    from fer_bench.env import describe, environment
+
     env = environment()
-    typer.echo(f"{env['cpu']} ({', '.join(env['cpu_flags'])}), {env['logical_cpus']} logical CPUs, "
-               f"torch {env['torch']} with {env['torch_threads']} threads")
+    typer.echo(f"{describe(env)}; torch threads {env['torch_threads']}")
     typer.echo(f"dataset load ({load['rows']} rows): first parse {load['first_parse_s']:.2f} s, "
                f"cached {load['cached_load_s']:.3f} s ({load['first_parse_s'] / load['cached_load_s']:.0f}x faster)")
     typer.echo(f"training throughput, {arch}, batch {batch_size}, median of {rounds} interleaved rounds of {steps} steps:")

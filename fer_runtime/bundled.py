@@ -27,6 +27,18 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             sha256="0318ce5aa5216b82cb2d437bf279fda198ecef67315f9ae3422433206170df1e",
             description="the write-up's 16-layer CNN (685k parameters), fp32",
         ),
+        BundledModel(
+            name="seed-int8",
+            filename="seed-int8.onnx",
+            sha256="4595c7460740456e31ac38a1d106409ef9237afc42b5c7204b00681d059e6846",
+            description="seed, static int8 QDQ (first conv and last linear in float)",
+        ),
+        BundledModel(
+            name="seed-fp16",
+            filename="seed-fp16.onnx",
+            sha256="a54633fcbbc28758a469a4eb3e494961225b2d9739c96591b992a3b8127f1356",
+            description="seed, fp16 weights and activations with float32 IO (for GPUs)",
+        ),
     )
 }
 DEFAULT_MODEL = "seed"

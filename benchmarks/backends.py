@@ -1,0 +1,180 @@
+"""The contenders: PyTorch (CPU, CUDA) and ONNX Runtime (fp32, int8, fp16; CPU, CUDA) behind one interface.
+
+Every backend answers ``logits(x)`` for an already preprocessed float32 batch (model-only time)
+and ``predict_proba(raw)`` for raw uint8 faces (end to end: the runtime's NumPy preprocessing,
+inference, softmax). The PyTorch twin is the checkpoint the ONNX model was exported from,
+verified by the sha256 recorded in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_runtime import BUNDLED_MODELS, EmotionRecognizer, PreprocessConfig, preprocess
+
+
+class BenchError(RuntimeError):
+    """A benchmark cannot run as asked; the message says what to change."""
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class OrtBackend:
+    name: str
+    model: str  # bundled name or path
+    providers: str | list[str] = "cpu"
+    _recognizers: dict[int | None, EmotionRecognizer] = field(default_factory=dict, repr=False)
+    _threads: int | None = None
+    device: str = "cpu"
+
+    def set_threads(self, threads: int | None) -> None:
+        self._threads = threads
+
+    @property
+    def recognizer(self) -> EmotionRecognizer:
+        if self._threads not in self._recognizers:
+            self._recognizers[self._threads] = EmotionRecognizer(session=self._session(), providers=self.providers)
+        return self._recognizers[self._threads]
+
+    def _session(self) -> Any:
+        """The runtime's session setup, except that idle worker threads sleep instead of spinning:
+        with the contenders interleaved on few cores, a spinning pool would steal the other's CPU."""
+        import onnxruntime as ort
+
+        from fer_runtime.bundled import read_bundled
+        from fer_runtime.providers import resolve_providers
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if self._threads is not None:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = self._threads, 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        data = read_bundled(self.model) if self.model in BUNDLED_MODELS else Path(self.model).read_bytes()
+        plan = resolve_providers(self.providers, ort.get_available_providers())
+        return ort.InferenceSession(data, sess_options=opts, providers=plan.providers)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.recognizer.logits(x)
+
+    def predict_proba(self, raw: np.ndarray) -> np.ndarray:
+        return self.recognizer.predict_proba(raw)
+
+
+@dataclass
+class TorchBackend:
+    name: str
+    model: Any
+    preprocess_config: PreprocessConfig
+    device: str = "cpu"
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+
+    def set_threads(self, threads: int | None) -> None:
+        import torch
+
+        if threads is not None and self.device == "cpu":
+            torch.set_num_threads(threads)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self.device)
+            if self.amp:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    out = self.model(t)
+            else:
+                out = self.model(t)
+            return out.float().cpu().numpy()  # .cpu() waits for the GPU: timings include the sync
+
+    def predict_proba(self, raw: np.ndarray) -> np.ndarray:
+        return _softmax(self.logits(preprocess(raw, self.preprocess_config)))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bundled_twin(name: str) -> Path:
+    """The checkpoint a bundled model was exported from, shipped in fer_bench's package data."""
+    ref = resources.files("fer_bench") / "twins" / f"{name}.pt"
+    with resources.as_file(ref) as path:
+        if not path.is_file():
+            raise BenchError(f"no PyTorch twin shipped for bundled model {name!r}; pass --checkpoint")
+        return path
+
+
+def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str, Any], Path]:
+    """(torch model, checkpoint dict, path) for ``model``, checked against its metadata's checkpoint_sha256."""
+    from fer_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+
+    base = model.split("-")[0] if model in BUNDLED_MODELS else model
+    if checkpoint is None:
+        if model not in BUNDLED_MODELS:
+            raise BenchError(f"{model}: pass --checkpoint with the fer-train checkpoint it was exported from")
+        checkpoint = bundled_twin(base)
+    path = Path(checkpoint)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise BenchError(str(exc)) from exc
+    expected = EmotionRecognizer(model, providers="cpu").info.metadata.get("checkpoint_sha256")
+    if expected and expected != _sha256(path):
+        raise BenchError(f"{path} is not the checkpoint {model} was exported from (sha256 differs); pass the right --checkpoint")
+    return model_from_checkpoint(ckpt), ckpt, path
+
+
+def variant(model: str, precision: str) -> str | None:
+    """The int8 / fp16 sibling of a model: bundled ``<name>-<precision>`` or file ``<stem>.<precision>.onnx``."""
+    if model in BUNDLED_MODELS:
+        name = f"{model}-{precision}"
+        return name if name in BUNDLED_MODELS else None
+    path = Path(model)
+    sibling = path.with_name(f"{path.stem}.{precision}.onnx")
+    return str(sibling) if sibling.is_file() else None
+
+
+def make_backends(model: str, checkpoint: str | Path | None, *, gpu: bool | None = None, fp16_on_cpu: bool = True) -> tuple[list[Any], dict[str, Any]]:
+    """All contenders for ``model``: PyTorch fp32 first (the reference), then ONNX Runtime variants,
+    then CUDA ones where a GPU is visible. Returns (backends, info about the model)."""
+    import onnxruntime as ort
+    import torch
+
+    from fer_runtime.providers import CUDA
+
+    if model not in BUNDLED_MODELS and not Path(model).is_file():
+        raise BenchError(f"{model}: no such model file (bundled: {', '.join(sorted(BUNDLED_MODELS))})")
+    twin, ckpt, ckpt_path = load_twin(model, checkpoint)
+    pcfg = PreprocessConfig.from_dict(ckpt["preprocess"])
+    backends: list[Any] = [TorchBackend("pytorch-fp32", twin, pcfg), OrtBackend("ort-fp32", model)]
+    for precision in ("int8", "fp16"):
+        sibling = variant(model, precision)
+        if sibling and (precision != "fp16" or fp16_on_cpu):
+            backends.append(OrtBackend(f"ort-{precision}", sibling))
+    use_gpu = torch.cuda.is_available() if gpu is None else gpu
+    if use_gpu:
+        import copy
+
+        backends.append(TorchBackend("pytorch-cuda-fp32", copy.deepcopy(twin), pcfg, device="cuda"))
+        backends.append(TorchBackend("pytorch-cuda-amp", copy.deepcopy(twin), pcfg, device="cuda", amp=True))
+    if CUDA in ort.get_available_providers():
+        backends.append(OrtBackend("ort-cuda-fp32", model, providers=["cuda"], device="cuda"))
+        fp16 = variant(model, "fp16")
+        if fp16:
+            backends.append(OrtBackend("ort-cuda-fp16", fp16, providers=["cuda"], device="cuda"))
+    info = {"model": model, "checkpoint": str(ckpt_path), "arch": ckpt["arch"], "preprocess": pcfg.to_dict(),
+            "labels": list(ckpt["labels"])}
+    return backends, info

@@ -1,0 +1,142 @@
+"""``fer-bench``: accuracy and latency of the PyTorch model vs ONNX Runtime, side by side.
+
+    fer-bench                 # both, on the bundled default model and its PyTorch twin
+    fer-bench --quick         # the same in under a minute
+    fer-bench accuracy --model model.onnx --checkpoint best.pt --data fer2013.csv
+    fer-bench latency --batch-sizes 1,32 --threads 1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help=__doc__)
+
+DATA_HINT = ("FER2013 not found: pass --data PATH or set FER2013_PATH to Kaggle's fer2013.csv (or .csv.gz) from the "
+             "'Challenges in Representation Learning: Facial Expression Recognition' competition")
+
+ModelOpt = Annotated[str, typer.Option("--model", help="Bundled model name or .onnx path (default: the bundled default).")]
+CkptOpt = Annotated[Optional[Path], typer.Option(help="The fer-train checkpoint the model was exported from (default: the bundled twin).")]
+DataOpt = Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help="FER2013 source for the accuracy part.")]
+SplitOpt = Annotated[str, typer.Option(help="Labelled split of --data to score (PublicTest, Training or PrivateTest).")]
+BatchOpt = Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")]
+ThreadOpt = Annotated[str, typer.Option("--threads", help="Comma-separated CPU thread counts.")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="Fewer batch sizes and shorter timing: under a minute.")]
+OutOpt = Annotated[Path, typer.Option("--out-dir", "-o", help="Where fer_bench.json, .md and .png go.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _run(model: str, checkpoint: Path | None, data: Path | None, split: str, batch_sizes: str, threads: str,
+         quick: bool, out_dir: Path, progress: bool, do_accuracy: bool, do_latency: bool, require_data: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from fer_bench.backends import BenchError, make_backends
+    from fer_bench.env import describe, environment
+    from fer_bench.report import terminal, write_all
+    from fer_bench.stats import parse_int_list
+    from fer_bench.suite import run_accuracy, run_latency
+    from fer_runtime import DEFAULT_MODEL, FerError, PreprocessConfig
+    from fer_train.data import DataError, load_fer2013
+
+    try:
+        sizes = parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else ([1, 32, 256] if quick else [1, 8, 32, 128, 256])
+        thread_counts = parse_int_list(threads, "--threads")
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    model = model or DEFAULT_MODEL
+    env = environment()
+    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, bar_format="{desc}", disable=not progress, leave=False)
+    step = bar.set_description_str
+    try:
+        backends, info = make_backends(model, checkpoint)
+        result["model"] = info
+        pcfg = PreprocessConfig.from_dict(info["preprocess"])
+        if do_accuracy:
+            try:
+                part = load_fer2013(data).split(split)
+            except (DataError, ValueError) as exc:
+                if require_data:
+                    _fail(f"{exc}\n{DATA_HINT}" if isinstance(exc, DataError) and "no FER2013" not in str(exc) else str(exc))
+                result["accuracy_skipped"] = f"{exc}. {DATA_HINT}" if "no FER2013" not in str(exc) else DATA_HINT
+            else:
+                result["accuracy"] = {"split": split, **run_accuracy(backends, part.images, part.labels, pcfg, step)}
+        if do_latency:
+            budget, min_runs = (0.12, 5) if quick else (0.6, 10)
+            result["latency"] = run_latency(backends, backends[0].model, pcfg, sizes, thread_counts,
+                                            budget_s=budget, min_runs=min_runs, progress=step)
+    except (BenchError, FerError) as exc:
+        bar.close()
+        _fail(str(exc))
+    bar.close()
+    typer.echo(describe(env))
+    typer.echo(terminal(result))
+    paths = write_all(result, out_dir)
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    model: ModelOpt = "",
+    checkpoint: CkptOpt = None,
+    data: DataOpt = None,
+    split: SplitOpt = "PublicTest",
+    batch_sizes: BatchOpt = "",
+    threads: ThreadOpt = "1,2",
+    quick: QuickOpt = False,
+    out_dir: OutOpt = Path("bench-results"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Accuracy and latency of a model's PyTorch twin and its ONNX Runtime variants (no subcommand: both).
+
+    The accuracy part needs FER2013 (--data or FER2013_PATH) and is skipped, with a note, without it.
+    """
+    if ctx.invoked_subcommand is None:
+        _run(model, checkpoint, data, split, batch_sizes, threads, quick, out_dir, progress, True, True, False)
+
+
+@app.command("all")
+def all_(model: ModelOpt = "", checkpoint: CkptOpt = None, data: DataOpt = None, split: SplitOpt = "PublicTest",
+         batch_sizes: BatchOpt = "", threads: ThreadOpt = "1,2", quick: QuickOpt = False,
+         out_dir: OutOpt = Path("bench-results"), progress: ProgressOpt = True) -> None:
+    """Accuracy (when FER2013 is reachable) and latency: the same as fer-bench with no subcommand."""
+    _run(model, checkpoint, data, split, batch_sizes, threads, quick, out_dir, progress, True, True, False)
+
+
+@app.command()
+def accuracy(model: ModelOpt = "", checkpoint: CkptOpt = None, data: DataOpt = None, split: SplitOpt = "PublicTest",
+             out_dir: OutOpt = Path("bench-results"), progress: ProgressOpt = True) -> None:
+    """Accuracy, macro-F1, per-class recall, argmax agreement and max |logit diff| of every backend on a labelled split."""
+    _run(model, checkpoint, data, split, "", "1", False, out_dir, progress, True, False, True)
+
+
+@app.command()
+def latency(model: ModelOpt = "", checkpoint: CkptOpt = None, batch_sizes: BatchOpt = "", threads: ThreadOpt = "1,2",
+            quick: QuickOpt = False, out_dir: OutOpt = Path("bench-results"), progress: ProgressOpt = True) -> None:
+    """p50/p90/p99 latency and images/s per backend, batch size and thread count; model-only and end to end."""
+    _run(model, checkpoint, None, "PublicTest", batch_sizes, threads, quick, out_dir, progress, False, True, False)
+
+
+def run() -> None:
+    # OpenMP workers (PyTorch) sleep when idle instead of spinning, as ONNX Runtime's do in fer-bench:
+    # interleaved on few cores, a spinning pool would slow the other contender. Must precede torch's import.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    app()
+
+
+if __name__ == "__main__":
+    run()

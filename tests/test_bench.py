@@ -1,0 +1,129 @@
+"""fer-bench: the statistics helpers, FLOP counting, a quick run's outputs, the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fer_bench.flops import count_flops
+from fer_bench.stats import interleaved, paired_ratio, parse_int_list, percentiles
+from fer_train.models import build_model
+
+
+def test_percentiles_on_known_values():
+    p = percentiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert p["p50_ms"] == pytest.approx(50.5) and p["p90_ms"] == pytest.approx(90.1) and p["p99_ms"] == pytest.approx(99.01)
+    assert p["mean_ms"] == pytest.approx(50.5) and p["runs"] == 100
+    with pytest.raises(ValueError):
+        percentiles([])
+
+
+def test_interleaved_schedule_and_paired_ratio():
+    assert list(interleaved(["a", "b"], 3)) == [(0, "a"), (0, "b"), (1, "a"), (1, "b"), (2, "a"), (2, "b")]
+    with pytest.raises(ValueError):
+        list(interleaved(["a"], 0))
+    # Drift that hits both contenders alike cancels in paired ratios.
+    slow = [1.0, 2.0, 4.0, 8.0]
+    fast = [0.5, 1.0, 2.0, 4.0]
+    assert paired_ratio(slow, fast) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_parse_int_list():
+    assert parse_int_list("1, 8,32", "--batch-sizes") == [1, 8, 32]
+    for bad in ("", "0", "a,b", "-1", "1.5"):
+        with pytest.raises(ValueError, match="--batch-sizes"):
+            parse_int_list(bad, "--batch-sizes")
+
+
+def test_flop_count_on_known_models():
+    tiny = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 4 * 4, 5))
+    assert count_flops(tiny, (1, 1, 4, 4)) == 2 * (2 * 4 * 4 * 9) + 2 * 32 * 5
+    assert count_flops(tiny, (3, 1, 4, 4)) == count_flops(tiny, (1, 1, 4, 4))  # per image
+    seed = build_model("seed")
+    by_hand = 2 * (16 * 48 * 48 * 9 * 1 + 64 * 24 * 24 * 9 * 16 + 128 * 12 * 12 * 9 * 64 + 256 * 6 * 6 * 9 * 128
+                   + 2304 * 128 + 128 * 84 + 84 * 7)
+    assert count_flops(seed) == by_hand == 54_360_216
+    assert seed.training  # left as found
+
+
+def _bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fer_bench", *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_quick_run_writes_valid_json_markdown_and_png(tmp_path, fer_path):
+    done = _bench("--quick", "--batch-sizes", "1,4", "--threads", "1", "--data", str(fer_path), "--no-progress",
+                  "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "fer_bench.json").read_text())
+    acc = result["accuracy"]["backends"]
+    assert list(acc)[:2] == ["pytorch-fp32", "ort-fp32"] and {"ort-int8", "ort-fp16"} <= set(acc)
+    assert acc["ort-fp32"]["argmax_agreement"] == 1.0 and acc["ort-fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert abs(acc["ort-int8"]["accuracy"] - acc["ort-fp32"]["accuracy"]) <= 0.005
+    assert result["accuracy"]["faces"] == 3589
+    cells = result["latency"]["cells"]
+    assert {(c["batch"], c["mode"]) for c in cells} == {(1, "model"), (4, "model"), (1, "end_to_end"), (4, "end_to_end")}
+    for c in cells:
+        assert c["p50_ms"] <= c["p90_ms"] <= c["p99_ms"] and c["images_per_second"] > 0 and c["runs"] >= 5
+        assert 0 < c["fraction_of_peak"] < 5
+    assert all(c["speedup_vs_pytorch"] == 1.0 for c in cells if c["backend"] == "pytorch-fp32")
+    assert result["latency"]["flops_per_image"] == 54_360_216 and result["latency"]["peak_gflops"]["1"] > 0
+    assert result["environment"]["logical_cpus"] >= 1 and result["environment"]["versions"]["onnxruntime"]
+    md = (tmp_path / "fer_bench.md").read_text()
+    assert "## Accuracy on PublicTest" in md and "### Model only" in md and "| ort-int8 |" in md
+    assert (tmp_path / "fer_bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "speed-up" in done.stdout
+
+
+@pytest.mark.slow
+def test_without_data_latency_still_runs_and_says_how_to_get_data(tmp_path):
+    import os
+
+    env = {**os.environ, "FER2013_PATH": str(tmp_path / "nowhere.csv")}
+    done = _bench("--quick", "--batch-sizes", "2", "--threads", "1", "--no-progress", "-o", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "accuracy: not run" in done.stdout and "FER2013_PATH" in done.stdout
+    result = json.loads((tmp_path / "fer_bench.json").read_text())
+    assert "accuracy" not in result and result["latency"]["cells"]
+    done = _bench("accuracy", "--no-progress", "-o", str(tmp_path), env=env)
+    assert done.returncode == 1 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
+
+
+def test_cli_errors(tmp_path):
+    done = _bench("latency", "--batch-sizes", "0,8", "--no-progress")
+    assert done.returncode == 2 and "--batch-sizes" in done.stderr
+    done = _bench("latency", "--threads", "two", "--no-progress")
+    assert done.returncode == 2 and "--threads" in done.stderr
+    done = _bench("latency", "--model", str(tmp_path / "missing.onnx"), "--no-progress")
+    assert done.returncode == 1 and "no such model file" in done.stderr and "Traceback" not in done.stderr
+    done = _bench("latency", "--model", "seed", "--checkpoint", str(tmp_path / "missing.pt"), "--no-progress")
+    assert done.returncode == 1 and "no such checkpoint" in done.stderr
+    done = _bench("--help")
+    assert done.returncode == 0 and "accuracy" in done.stdout and "latency" in done.stdout
+
+
+@pytest.mark.data
+def test_twin_must_match_the_model(tmp_path):
+    from fer_bench.backends import BenchError, load_twin
+    from fer_train.checkpoint import load_checkpoint, save_checkpoint
+    from fer_bench.backends import bundled_twin
+
+    model, ckpt, path = load_twin("seed", None)
+    assert ckpt["arch"] == "seed" and path == bundled_twin("seed")
+    other = load_checkpoint(path)
+    other["epoch"] = 1
+    save_checkpoint(tmp_path / "other.pt", other)
+    with pytest.raises(BenchError, match="not the checkpoint seed was exported from"):
+        load_twin("seed", tmp_path / "other.pt")
+    x = torch.zeros(1, 1, 48, 48)
+    assert model(x).shape == (1, 7)
+    assert np.isfinite(model(x).detach().numpy()).all()
