@@ -147,7 +147,7 @@ def variant(model: str, precision: str) -> str | None:
     return str(sibling) if sibling.is_file() else None
 
 
-def make_backends(model: str, checkpoint: str | Path | None, *, gpu: bool | None = None, fp16_on_cpu: bool = True) -> tuple[list[Any], dict[str, Any]]:
+def make_backends(model: str, checkpoint: str | Path | None, *, gpu: bool | None = None) -> tuple[list[Any], dict[str, Any]]:
     """All contenders for ``model``: PyTorch fp32 first (the reference), then ONNX Runtime variants,
     then CUDA ones where a GPU is visible. Returns (backends, info about the model)."""
     import onnxruntime as ort
@@ -162,7 +162,7 @@ def make_backends(model: str, checkpoint: str | Path | None, *, gpu: bool | None
     backends: list[Any] = [TorchBackend("pytorch-fp32", twin, pcfg), OrtBackend("ort-fp32", model)]
     for precision in ("int8", "fp16"):
         sibling = variant(model, precision)
-        if sibling and (precision != "fp16" or fp16_on_cpu):
+        if sibling:
             backends.append(OrtBackend(f"ort-{precision}", sibling))
     use_gpu = torch.cuda.is_available() if gpu is None else gpu
     if use_gpu:

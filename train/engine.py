@@ -34,7 +34,7 @@ from fer_runtime import LABELS, PreprocessConfig, preprocess
 from fer_train.augment import AugmentConfig, augment
 from fer_train.checkpoint import load_checkpoint, save_checkpoint
 from fer_train.data import Splits, load_fer2013, make_splits, stratified_subset
-from fer_train.models import arch_args, build_model, count_parameters, predict_logits
+from fer_train.models import arch_args, build_model, count_parameters, describe, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         }
 
     if rt.main:
+        log.info("%s:\n%s", cfg.arch, describe(model))
         log.info("%s: %s parameters; train %d, val %d; device %s, world %d, autocast %s, channels_last %s",
                  cfg.arch, f"{count_parameters(model):,}", len(y_train), len(y_val), rt.device, rt.world,
                  rt.autocast_dtype, rt.channels_last)

@@ -81,7 +81,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def describe(model: nn.Module) -> str:
-    lines = [f"{i:2d} {type(m).__name__:12s} {m.extra_repr()}" for i, m in enumerate(model, 1) if not isinstance(m, nn.ReLU)] if isinstance(model, nn.Sequential) else [repr(model)]
+    """The layer list (activations left out, as the write-up counts layers) and the parameter count."""
+    if isinstance(model, nn.Sequential):
+        layers = [m for m in model if not isinstance(m, nn.ReLU)]
+        lines = [f"{i:2d} {type(m).__name__:12s} {m.extra_repr()}" for i, m in enumerate(layers, 1)]
+    else:
+        lines = [repr(model)]
     return "\n".join([*lines, f"parameters: {count_parameters(model):,}"])
 
 
