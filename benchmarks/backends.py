@@ -121,7 +121,7 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
     """(torch model, checkpoint dict, path) for ``model``, checked against its metadata's checkpoint_sha256."""
     from fer_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
-    base = model.split("-")[0] if model in BUNDLED_MODELS else model
+    base = model.removesuffix("-int8").removesuffix("-fp16")  # variants share their fp32 model's twin
     if checkpoint is None:
         if model not in BUNDLED_MODELS:
             raise BenchError(f"{model}: pass --checkpoint with the fer-train checkpoint it was exported from")

@@ -60,16 +60,23 @@ def test_bundled_sha256_mismatch_is_refused(monkeypatch):
 
 
 @pytest.mark.data
-def test_bundled_model_is_the_shipped_checkpoint(rec, faces):
+@pytest.mark.parametrize("name", sorted(n for n in BUNDLED_MODELS if not n.endswith(("-int8", "-fp16"))))
+def test_bundled_models_equal_their_shipped_checkpoints(name, faces):
     import torch
 
-    from fer_train.checkpoint import load_checkpoint, model_from_checkpoint
+    from fer_bench.backends import load_twin
 
-    ckpt = load_checkpoint(REPO / "models" / "seed" / "best.pt")
+    model, ckpt, _ = load_twin(name, None)  # also checks the checkpoint's sha256 against the model's metadata
+    rec = EmotionRecognizer(name)
     x = preprocess(faces)
     with torch.no_grad():
-        ref = model_from_checkpoint(ckpt)(torch.from_numpy(x)).numpy()
+        ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(rec.logits(x), ref, atol=1e-4, rtol=0)
+    assert rec.info.temperature == pytest.approx(ckpt.get("temperature", 1.0))
+    for precision in ("int8", "fp16"):
+        variant = EmotionRecognizer(f"{name}-{precision}")
+        assert variant.info.metadata["precision"] == precision
+        assert (variant.logits(x).argmax(1) == ref.argmax(1)).mean() >= 0.95
 
 
 # --- inputs --------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ class AugmentConfig:
     shift: float = 0.1  # fraction of width/height, +-
     zoom: float = 0.1  # +- relative scale
     hflip: bool = True
+    erase: float = 0.0  # probability of random erasing (one rectangle per image, 2-20% of the area)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.rotation or self.shift or self.zoom or self.hflip)
+        return bool(self.rotation or self.shift or self.zoom or self.hflip or self.erase)
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -51,4 +52,27 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
     ).to(x.device, torch.float32)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(x.dtype)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if cfg.erase:
+        out = random_erase(out, cfg.erase, generator)
+    return out.to(x.dtype)
+
+
+def random_erase(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability ``p`` per image, fill one random rectangle (2-20% of the area, aspect
+    0.3-3.3) with the image's mean: all images at once, with masks built by broadcasting."""
+    n, _, h, w = x.shape
+    rand = lambda: torch.rand(n, generator=generator)  # noqa: E731
+    area = (0.02 + 0.18 * rand()) * h * w
+    aspect = torch.exp(torch.log(torch.tensor(0.3)) + rand() * 2 * torch.log(torch.tensor(1 / 0.3)))
+    eh = (area * aspect).sqrt().clamp(1, h)
+    ew = (area / aspect).sqrt().clamp(1, w)
+    top = rand() * (h - eh)
+    left = rand() * (w - ew)
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    mask = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
+            & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)))
+    mask &= (rand() < p).view(-1, 1, 1)
+    fill = x.mean(dim=(1, 2, 3), keepdim=True)
+    return torch.where(mask.unsqueeze(1).to(x.device), fill, x)

@@ -25,6 +25,7 @@ Optim = _choices("Optim", ("adam", "adamw", "sgd"))
 Sched = _choices("Sched", ("cosine", "none"))
 Device = _choices("Device", ("auto", "cpu", "cuda"))
 Precision = _choices("Precision", ("auto", "fp32", "bf16", "fp16"))
+ClassWeights = _choices("ClassWeights", ("none", "balanced", "sqrt"))
 Split = _choices("Split", ("PublicTest", "val", "Training", "PrivateTest"))
 
 
@@ -50,6 +51,10 @@ def fer_train(
     weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     scheduler: Annotated[Sched, typer.Option(help="Learning-rate schedule over the epochs.")] = "cosine",  # type: ignore[assignment]
     label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.0,
+    warmup_epochs: Annotated[int, typer.Option(min=0, help="Linear learning-rate warm-up epochs before the cosine decay.")] = 0,
+    mixup: Annotated[float, typer.Option(min=0.0, help="Mixup Beta(alpha, alpha); 0 turns it off.")] = 0.0,
+    erase: Annotated[float, typer.Option(min=0.0, max=1.0, help="Random-erasing probability per face.")] = 0.0,
+    class_weights: Annotated[ClassWeights, typer.Option(help="Loss weights per class: none, balanced (1/frequency) or sqrt.")] = "none",  # type: ignore[assignment]
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where checkpoints, metrics and plots go.")] = Path("runs/seed"),
     device: Annotated[Device, typer.Option(help="auto: CUDA when torch sees a GPU, else CPU.")] = "auto",  # type: ignore[assignment]
@@ -76,9 +81,10 @@ def fer_train(
         cfg = TrainConfig(
             arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value,
             weight_decay=weight_decay, scheduler=scheduler.value, label_smoothing=label_smoothing,
+            warmup_epochs=warmup_epochs, mixup=mixup, class_weights=class_weights.value,
             data=str(data) if data else None, out_dir=str(out_dir), device=device.value,
             precision=precision.value, seed=seed, limit=limit,
-            augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(),
+            augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(erase=erase),
             progress=progress,
         )
         result = train(cfg, resume=resume)

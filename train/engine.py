@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "none")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -54,7 +57,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
     scheduler: str = "cosine"
+    warmup_epochs: int = 0  # linear warm-up before the cosine decay
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of image pairs; 0 = off
+    class_weights: str = "none"  # loss weights: balanced = 1/frequency, sqrt = its square root
     data: str | None = None
     out_dir: str = "runs/seed"
     device: str = "auto"
@@ -77,11 +83,16 @@ class TrainConfig:
             ("scheduler", self.scheduler, SCHEDULERS),
             ("device", self.device, DEVICES),
             ("precision", self.precision, PRECISIONS),
+            ("class_weights", self.class_weights, CLASS_WEIGHTS),
         ):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs must be >= 1, batch_size >= 2 and lr > 0")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError("warmup_epochs must be in [0, epochs)")
+        if self.mixup < 0:
+            raise ValueError("mixup alpha must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,10 +177,29 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     return opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Learning-rate multiplier for ``epoch`` (0-based): linear warm-up, then cosine to zero."""
+    if cfg.scheduler == "none":
+        return 1.0
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / (cfg.warmup_epochs + 1)
+    span = cfg.epochs - cfg.warmup_epochs
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
 def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(cfg, epoch))
+
+
+def class_weights(cfg: TrainConfig, labels: torch.Tensor) -> torch.Tensor | None:
+    """Cross-entropy weights from the training label counts (mean weight 1), or None."""
+    if cfg.class_weights == "none":
+        return None
+    counts = torch.bincount(labels, minlength=len(LABELS)).clamp(min=1).double()
+    w = counts.sum() / counts
+    if cfg.class_weights == "sqrt":
+        w = w.sqrt()
+    return (w / (w * counts).sum() * counts.sum()).float()
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[float, float]:
@@ -256,6 +286,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     sampler = DistributedSampler(range(len(y_train)), num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed)
     local_batch = max(2, cfg.batch_size // rt.world)
+    weights = class_weights(cfg, y_train)
+    if weights is not None:
+        weights = weights.to(rt.device)
 
     def payload(epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -282,6 +315,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rt.rank)
         aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 31 + rt.rank)
+        mix_rng = np.random.default_rng([cfg.seed, epoch, rt.rank])
         net.train()
         order = list(sampler)
         batches = list(_batches(order, local_batch))
@@ -294,9 +328,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             yb = y_train[idx].to(rt.device, non_blocking=True)
             if rt.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
+            lam, partner = 1.0, None
+            if cfg.mixup > 0:  # mix each image with another of the batch; the loss mixes the labels alike
+                lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
+                partner = torch.randperm(len(idx), generator=aug_gen).to(rt.device)
+                xb = lam * xb + (1 - lam) * xb[partner]
             with rt.autocast():
                 logits = net(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), yb, weight=weights, label_smoothing=cfg.label_smoothing)
+                if partner is not None:
+                    loss = lam * loss + (1 - lam) * F.cross_entropy(
+                        logits.float(), yb[partner], weight=weights, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -356,22 +398,36 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
 
 def _finish(out: Path, splits: Splits, rt: Runtime) -> dict[str, Any] | None:
-    """Evaluate the best checkpoint once on validation and on PublicTest; store both in it."""
-    from fer_train.evaluate import evaluate_checkpoint_on
+    """Evaluate the best checkpoint once on validation and on PublicTest, fit the softmax
+    temperature on validation, and store all of it in the checkpoint."""
+    from fer_train.calibration import expected_calibration_error, fit_temperature, softmax
+    from fer_train.evaluate import checkpoint_logits, evaluate_logits
     from fer_train.plots import plot_confusion
 
     best_path = out / "best.pt"
     ckpt = load_checkpoint(best_path)
-    val = evaluate_checkpoint_on(ckpt, splits.val.images, splits.val.labels)
+    val_logits, _ = checkpoint_logits(ckpt, splits.val.images)
+    val = evaluate_logits(val_logits, splits.val.labels)
     plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (best epoch)")
     ckpt["metrics"]["val"] = val["single"]
+    temperature = fit_temperature(val_logits, splits.val.labels)  # validation only: never fitted on test
+    calibration = {
+        "temperature": temperature,
+        "val_ece_before": expected_calibration_error(softmax(val_logits), splits.val.labels),
+        "val_ece_after": expected_calibration_error(softmax(val_logits, temperature), splits.val.labels),
+    }
     test = None
     if splits.test is not None:
         # Reported, never used for selection: the best epoch was chosen on validation above.
-        test = evaluate_checkpoint_on(ckpt, splits.test.images, splits.test.labels, flip_tta=True)
+        test_logits, mirrored = checkpoint_logits(ckpt, splits.test.images, flip_tta=True)
+        test = evaluate_logits(test_logits, splits.test.labels, mirrored)
         plot_confusion(test["single"]["confusion"], out / "confusion_test.png", "PublicTest (best epoch)")
         ckpt["metrics"]["test"] = test["single"]
         ckpt["metrics"]["test_flip_tta"] = test["flip_tta"]
+        calibration["test_ece_before"] = expected_calibration_error(softmax(test_logits), splits.test.labels)
+        calibration["test_ece_after"] = expected_calibration_error(softmax(test_logits, temperature), splits.test.labels)
+    ckpt["metrics"]["calibration"] = calibration
+    ckpt["temperature"] = temperature
     save_checkpoint(best_path, ckpt)
     (out / "final_metrics.json").write_text(json.dumps(ckpt["metrics"], indent=1))
     return test

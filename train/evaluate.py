@@ -12,24 +12,33 @@ import numpy as np
 import torch
 
 from fer_runtime import PreprocessConfig, preprocess
+from fer_train.calibration import softmax
 from fer_train.checkpoint import model_from_checkpoint
 from fer_train.metrics import classification_report
 from fer_train.models import predict_logits
 
 
+def checkpoint_logits(ckpt: dict[str, Any], images: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """fp32 logits of uint8 faces (and of their mirror images when ``flip_tta``)."""
+    model = model_from_checkpoint(ckpt)
+    x = torch.from_numpy(preprocess(images, PreprocessConfig.from_dict(ckpt["preprocess"])))
+    logits = predict_logits(model, x).numpy()
+    mirrored = predict_logits(model, torch.flip(x, dims=[3])).numpy() if flip_tta else None
+    return logits, mirrored
+
+
+def evaluate_logits(logits: np.ndarray, labels: np.ndarray, mirrored: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"single": report, "flip_tta": report | None, "n": N}``."""
+    result: dict[str, Any] = {"n": len(labels), "single": classification_report(labels, logits.argmax(1)).to_dict(),
+                              "flip_tta": None}
+    if mirrored is not None:
+        result["flip_tta"] = classification_report(labels, (softmax(logits) + softmax(mirrored)).argmax(1)).to_dict()
+    return result
+
+
 def evaluate_checkpoint_on(
     ckpt: dict[str, Any], images: np.ndarray, labels: np.ndarray, flip_tta: bool = False
 ) -> dict[str, Any]:
-    """``{"single": report, "flip_tta": report | None, "n": N}`` for uint8 faces and labels."""
-    model = model_from_checkpoint(ckpt)
-    x = torch.from_numpy(preprocess(images, PreprocessConfig.from_dict(ckpt["preprocess"])))
-    probs = torch.softmax(predict_logits(model, x), 1)
-    result: dict[str, Any] = {
-        "n": len(labels),
-        "single": classification_report(labels, probs.argmax(1).numpy()).to_dict(),
-        "flip_tta": None,
-    }
-    if flip_tta:
-        mirrored = torch.softmax(predict_logits(model, torch.flip(x, dims=[3])), 1)
-        result["flip_tta"] = classification_report(labels, (probs + mirrored).argmax(1).numpy()).to_dict()
-    return result
+    """Evaluate ``ckpt`` on uint8 faces and labels (see :func:`evaluate_logits`)."""
+    logits, mirrored = checkpoint_logits(ckpt, images, flip_tta)
+    return evaluate_logits(logits, labels, mirrored)
