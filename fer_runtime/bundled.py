@@ -57,9 +57,27 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             sha256="9d5564253c58c16b1fe03991b904bada261098d296bdc6b1752340b1b0b6ead5",
             description="vgg-small, fp16 with float32 IO (for GPUs)",
         ),
+        BundledModel(
+            name="vgg",
+            filename="vgg.onnx",
+            sha256="31deb3eb5924a48ad0cb3d81276929e0d49fd948efeb4c1dd254be649287638c",
+            description="VGG-style CNN (1.17M parameters, 192 MFLOP), fp32; PublicTest 67.3%",
+        ),
+        BundledModel(
+            name="vgg-int8",
+            filename="vgg-int8.onnx",
+            sha256="0f0cd593fee66afea0d581607027991ef4942aecc379d4090785c93731d751b3",
+            description="vgg, static int8 QDQ (first conv and last linear in float)",
+        ),
+        BundledModel(
+            name="vgg-fp16",
+            filename="vgg-fp16.onnx",
+            sha256="f6e2c53fc7ce3070bc48c95c4b5ddfd4a94a233d632c9dc3f793fe915b0ae745",
+            description="vgg, fp16 with float32 IO (for GPUs)",
+        ),
     )
 }
-DEFAULT_MODEL = "seed"
+DEFAULT_MODEL = "vgg"  # the most accurate bundled model within the edge budget (MODEL_CARD.md)
 
 
 def read_bundled(name: str = DEFAULT_MODEL) -> bytes:

@@ -61,8 +61,8 @@ def _bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.data
 def test_quick_run_writes_valid_json_markdown_and_png(tmp_path, fer_path):
-    done = _bench("--quick", "--batch-sizes", "1,4", "--threads", "1", "--data", str(fer_path), "--no-progress",
-                  "-o", str(tmp_path))
+    done = _bench("--quick", "--model", "seed", "--batch-sizes", "1,4", "--threads", "1", "--data", str(fer_path),
+                  "--no-progress", "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "fer_bench.json").read_text())
     acc = result["accuracy"]["backends"]
@@ -89,7 +89,8 @@ def test_without_data_latency_still_runs_and_says_how_to_get_data(tmp_path):
     import os
 
     env = {**os.environ, "FER2013_PATH": str(tmp_path / "nowhere.csv")}
-    done = _bench("--quick", "--batch-sizes", "2", "--threads", "1", "--no-progress", "-o", str(tmp_path), env=env)
+    done = _bench("--quick", "--model", "seed", "--batch-sizes", "2", "--threads", "1", "--no-progress", "-o", str(tmp_path),
+                  env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "accuracy: not run" in done.stdout and "FER2013_PATH" in done.stdout
     result = json.loads((tmp_path / "fer_bench.json").read_text())

@@ -43,16 +43,22 @@ def faces(fer_data) -> np.ndarray:
 
 # --- the bundled default -------------------------------------------------------------------
 
-def test_default_is_the_bundled_model_and_verified(rec):
-    assert rec.info.source == "bundled:seed"
+def test_default_is_the_bundled_flagship_and_verified(rec):
+    assert rec.info.source == "bundled:vgg" and fer_runtime.DEFAULT_MODEL == "vgg"
     assert rec.labels == fer_runtime.LABELS
     assert rec.providers == [CPU]
-    assert rec.info.metadata["arch"] == "seed" and rec.info.metadata["precision"] == "fp32"
+    meta = rec.info.metadata
+    assert meta["arch"] == "vgg" and meta["precision"] == "fp32"
+    # The flagship is the best bundled model by PublicTest accuracy, as its metadata records.
+    best = max((EmotionRecognizer(n).info.metadata["metrics"]["test_accuracy"], n)
+               for n in BUNDLED_MODELS if not n.endswith(("-int8", "-fp16")))
+    assert best[1] == "vgg" and meta["metrics"]["test_accuracy"] == best[0]
+    assert rec.info.temperature == pytest.approx(meta["temperature"]) and rec.info.temperature != 1.0
 
 
 def test_bundled_sha256_mismatch_is_refused(monkeypatch):
-    entry = BUNDLED_MODELS["seed"]
-    monkeypatch.setitem(bundled_mod.BUNDLED_MODELS, "seed", bundled_mod.BundledModel(entry.name, entry.filename, "0" * 64, ""))
+    entry = BUNDLED_MODELS["vgg"]
+    monkeypatch.setitem(bundled_mod.BUNDLED_MODELS, "vgg", bundled_mod.BundledModel(entry.name, entry.filename, "0" * 64, ""))
     with pytest.raises(ModelIntegrityError, match="corrupted"):
         EmotionRecognizer()
     with pytest.raises(ModelError, match="no bundled model 'nope'"):
