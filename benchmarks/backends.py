@@ -42,27 +42,13 @@ class OrtBackend:
 
     @property
     def recognizer(self) -> EmotionRecognizer:
+        # Idle worker threads sleep instead of spinning: with the contenders interleaved on few
+        # cores, a spinning pool would steal the other's CPU.
         if self._threads not in self._recognizers:
-            self._recognizers[self._threads] = EmotionRecognizer(session=self._session(), providers=self.providers)
+            self._recognizers[self._threads] = EmotionRecognizer(
+                self.model, providers=self.providers, threads=self._threads,
+                session_config={"session.intra_op.allow_spinning": "0"})
         return self._recognizers[self._threads]
-
-    def _session(self) -> Any:
-        """The runtime's session setup, except that idle worker threads sleep instead of spinning:
-        with the contenders interleaved on few cores, a spinning pool would steal the other's CPU."""
-        import onnxruntime as ort
-
-        from fer_runtime.bundled import read_bundled
-        from fer_runtime.providers import resolve_providers
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if self._threads is not None:
-            opts.intra_op_num_threads, opts.inter_op_num_threads = self._threads, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        data = read_bundled(self.model) if self.model in BUNDLED_MODELS else Path(self.model).read_bytes()
-        plan = resolve_providers(self.providers, ort.get_available_providers())
-        return ort.InferenceSession(data, sess_options=opts, providers=plan.providers)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.recognizer.logits(x)

@@ -67,7 +67,9 @@ class EmotionRecognizer:
     ``fer-export``. ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a
     list such as ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (default: its own).
     ``session``: an already made session (anything with ``run``/``get_inputs``/``get_outputs``/
-    ``get_providers``/``get_modelmeta``), for tests or custom setups. Instances are thread-safe.
+    ``get_providers``/``get_modelmeta``), for tests or custom setups. ``session_config``: extra
+    ONNX Runtime session config entries (e.g. ``{"session.intra_op.allow_spinning": "0"}``).
+    Instances are thread-safe.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class EmotionRecognizer:
         session: Any = None,
         color_order: ColorOrder = "rgb",
         batch_size: int = 256,
+        session_config: dict[str, str] | None = None,
     ) -> None:
         if color_order not in ("rgb", "bgr"):
             raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
@@ -91,7 +94,7 @@ class EmotionRecognizer:
             self._session = session
         else:
             data, source = _read_model(model)
-            self._session = _make_session(data, source, providers, threads)
+            self._session = _make_session(data, source, providers, threads, session_config or {})
         self._input_name, self._output_name = _check_io(self._session, source)
         meta = read_metadata(dict(self._session.get_modelmeta().custom_metadata_map), source)
         labels = tuple(meta.get("labels", LABELS))
@@ -174,7 +177,9 @@ def _read_model(model: str | os.PathLike[str] | None) -> tuple[bytes, str]:
         raise ModelError(f"{path}: cannot read ({exc})") from exc
 
 
-def _make_session(data: bytes, source: str, providers: str | Sequence[str], threads: int | None) -> Any:
+def _make_session(
+    data: bytes, source: str, providers: str | Sequence[str], threads: int | None, config: dict[str, str]
+) -> Any:
     import onnxruntime as ort
 
     plan = resolve_providers(providers, ort.get_available_providers())
@@ -184,6 +189,8 @@ def _make_session(data: bytes, source: str, providers: str | Sequence[str], thre
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    for key, value in config.items():
+        opts.add_session_config_entry(key, value)
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=plan.providers)
     except Exception as exc:  # ORT raises its own exception types for invalid or truncated models
