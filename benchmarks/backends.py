@@ -8,7 +8,6 @@ verified by the sha256 recorded in the model's metadata.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,15 +16,11 @@ from typing import Any
 import numpy as np
 
 from fer_runtime import BUNDLED_MODELS, EmotionRecognizer, PreprocessConfig, preprocess
+from fer_train.calibration import softmax
 
 
 class BenchError(RuntimeError):
     """A benchmark cannot run as asked; the message says what to change."""
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return p / p.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -87,11 +82,7 @@ class TorchBackend:
             return out.float().cpu().numpy()  # .cpu() waits for the GPU: timings include the sync
 
     def predict_proba(self, raw: np.ndarray) -> np.ndarray:
-        return _softmax(self.logits(preprocess(raw, self.preprocess_config)))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+        return softmax(self.logits(preprocess(raw, self.preprocess_config)))
 
 
 def bundled_twin(name: str) -> Path:
@@ -106,6 +97,7 @@ def bundled_twin(name: str) -> Path:
 def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str, Any], Path]:
     """(torch model, checkpoint dict, path) for ``model``, checked against its metadata's checkpoint_sha256."""
     from fer_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from fer_train.data import file_sha256
 
     base = model.removesuffix("-int8").removesuffix("-fp16")  # variants share their fp32 model's twin
     if checkpoint is None:
@@ -118,7 +110,7 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
     except CheckpointError as exc:
         raise BenchError(str(exc)) from exc
     expected = EmotionRecognizer(model, providers="cpu").info.metadata.get("checkpoint_sha256")
-    if expected and expected != _sha256(path):
+    if expected and expected != file_sha256(path):
         raise BenchError(f"{path} is not the checkpoint {model} was exported from (sha256 differs); pass the right --checkpoint")
     return model_from_checkpoint(ckpt), ckpt, path
 

@@ -12,7 +12,6 @@ renamed into place only after it passed, so a failed export leaves nothing behin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -109,10 +108,6 @@ def _check_writable(output: Path) -> None:
         raise ExportError(f"{parent}: output folder is not writable")
     if output.is_dir():
         raise ExportError(f"{output}: is a folder; give a file name such as model.onnx")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _load_model(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
@@ -308,7 +303,7 @@ def export_onnx(
 
     Raises :class:`ExportError` when anything fails; nothing is left at the output paths then.
     """
-    from fer_train.data import DataError, load_fer2013
+    from fer_train.data import DataError, file_sha256, load_fer2013
 
     t0 = time.perf_counter()
     checkpoint, output = Path(checkpoint), Path(output)
@@ -340,7 +335,7 @@ def export_onnx(
         "metrics": _summarise_metrics(ckpt.get("metrics", {})),
         "temperature": float(ckpt.get("temperature", 1.0)),
         "package_version": __version__,
-        "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "checkpoint_epoch": ckpt.get("epoch"),
         "opset": opset,
         "exporter": "torch.onnx.export(dynamo=True)",

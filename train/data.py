@@ -119,7 +119,7 @@ def load_fer2013(
         if csv == p:
             return _load_folder(p)
         p = csv
-    digest = _sha256(p)
+    digest = file_sha256(p)
     cache_file = _cache_path(cache_dir, digest) if cache else None
     if cache_file is not None and cache_file.exists():
         try:
@@ -134,7 +134,8 @@ def load_fer2013(
     return FerData(images, labels, usage, str(p), digest)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
