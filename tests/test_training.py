@@ -109,6 +109,34 @@ def test_resume_refuses_another_architecture_setup(fer_path, tmp_path, uninterru
         train(cfg, resume=True)
 
 
+def test_resume_with_more_epochs_extends_a_finished_run(fer_path, tmp_path, uninterrupted, caplog):
+    import shutil
+
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    before = load_checkpoint(tmp_path / "last.pt")
+    assert before["history"][-1]["lr"] == 0.0  # the finished cosine ended at zero
+    caplog.set_level("INFO")
+    cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path), **{**TINY, "epochs": TINY["epochs"] + 1})
+    train(cfg, resume=True)
+    after = load_checkpoint(tmp_path / "last.pt")
+    assert after["epoch"] == TINY["epochs"] + 1 and after["train_config"]["epochs"] == TINY["epochs"] + 1
+    assert after["history"][: TINY["epochs"]] == before["history"]
+    assert "schedule stretched from 3 to 4 epochs" in caplog.text and "epochs 3 -> 4" in caplog.text
+    # The extra epoch trained at the stretched schedule's lr, not at the old schedule's final 0.
+    params = [k for k in before["state_dict"] if k.endswith(("weight", "bias"))]
+    assert any(not torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in params)
+
+
+def test_fer_plus_soft_labels_change_the_loss_and_are_recorded(fer_path, tmp_path, uninterrupted, monkeypatch):
+    monkeypatch.delenv("FERPLUS_PATH", raising=False)
+    result = train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path), soft_labels=0.5, **{**TINY, "epochs": 1}))
+    hard = json.loads((uninterrupted / "metrics.json").read_text())[0]
+    assert result.history[0]["train_loss"] != pytest.approx(hard["train_loss"], rel=1e-6)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["train_config"]["soft_labels"] == 0.5
+    assert best["data"]["soft_targets"].startswith("fernew") and len(best["data"]["soft_targets_sha256"]) == 64
+
+
 def test_ddp_two_cpu_processes(fer_path, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "fer_train",

@@ -55,6 +55,8 @@ def fer_train(
     mixup: Annotated[float, typer.Option(min=0.0, help="Mixup Beta(alpha, alpha); 0 turns it off.")] = 0.0,
     erase: Annotated[float, typer.Option(min=0.0, max=1.0, help="Random-erasing probability per face.")] = 0.0,
     class_weights: Annotated[ClassWeights, typer.Option(help="Loss weights per class: none, balanced (1/frequency) or sqrt.")] = "none",  # type: ignore[assignment]
+    soft_labels: Annotated[float, typer.Option(min=0.0, max=1.0, help="Blend FER+ annotator votes into the training targets with this weight (0 = FER2013 one-hot labels only). Validation and test stay on FER2013 labels.")] = 0.0,
+    ferplus: Annotated[Optional[Path], typer.Option(envvar="FERPLUS_PATH", help="FER+ vote file (fer2013new.csv, row-aligned with the data). Default: a fer*new*.csv next to the data.")] = None,
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where checkpoints, metrics and plots go.")] = Path("runs/seed"),
     device: Annotated[Device, typer.Option(help="auto: CUDA when torch sees a GPU, else CPU.")] = "auto",  # type: ignore[assignment]
@@ -62,7 +64,7 @@ def fer_train(
     seed: Annotated[int, typer.Option(help="Random seed (shuffling, augmentation, init, dropout).")] = 0,
     limit: Annotated[Optional[int], typer.Option(min=2, help="Train on a stratified subset of this many faces (smoke runs).")] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn augmentation off.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT_DIR/last.pt (after its last completed epoch).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT_DIR/last.pt (after its last completed epoch). With a larger --epochs it extends a finished run: the cosine schedule is stretched to the new length (a warm restart).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -82,6 +84,7 @@ def fer_train(
             arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value,
             weight_decay=weight_decay, scheduler=scheduler.value, label_smoothing=label_smoothing,
             warmup_epochs=warmup_epochs, mixup=mixup, class_weights=class_weights.value,
+            soft_labels=soft_labels, ferplus=str(ferplus) if ferplus else None,
             data=str(data) if data else None, out_dir=str(out_dir), device=device.value,
             precision=precision.value, seed=seed, limit=limit,
             augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(erase=erase),

@@ -50,6 +50,7 @@ class FerData:
     usage: np.ndarray  # str (N,)
     source: str  # file or folder it came from
     sha256: str  # of the source file (or of the decoded arrays, for folders)
+    soft: np.ndarray | None = None  # float32 (N, 7) soft training targets (see fer_train.ferplus), or None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,6 +62,7 @@ class FerData:
             self.usage[mask_or_index],
             self.source,
             self.sha256,
+            None if self.soft is None else self.soft[mask_or_index],
         )
 
     def split(self, usage: str) -> FerData:
@@ -295,8 +297,12 @@ class Splits:
     train: FerData
     val: FerData
     test: FerData | None
+    soft_source: str | None = None  # FER+ vote file behind train.soft, if any
 
     def describe(self) -> dict[str, object]:
+        extra: dict[str, object] = {}
+        if self.soft_source:
+            extra = {"soft_targets": Path(self.soft_source).name, "soft_targets_sha256": file_sha256(Path(self.soft_source))}
         return {
             "source": Path(self.train.source).name,
             "sha256": self.train.sha256,
@@ -304,6 +310,7 @@ class Splits:
             "n_val": len(self.val),
             "n_test": len(self.test) if self.test is not None else 0,
             "train_class_counts": np.bincount(self.train.labels, minlength=len(LABELS)).tolist(),
+            **extra,
         }
 
 

@@ -61,6 +61,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of image pairs; 0 = off
     class_weights: str = "none"  # loss weights: balanced = 1/frequency, sqrt = its square root
+    soft_labels: float = 0.0  # weight of the FER+ vote distribution in the training target; 0 = one-hot labels
+    ferplus: str | None = None  # FER+ vote file; None = found next to the data (fer_train.ferplus.find_ferplus)
     data: str | None = None
     out_dir: str = "runs/seed"
     device: str = "auto"
@@ -93,6 +95,8 @@ class TrainConfig:
             raise ValueError("warmup_epochs must be in [0, epochs)")
         if self.mixup < 0:
             raise ValueError("mixup alpha must be >= 0")
+        if not 0 <= self.soft_labels <= 1:
+            raise ValueError("soft_labels must be in [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,7 +233,15 @@ def _write_history(out: Path, history: list[dict[str, float]]) -> None:
 
 
 def load_splits(cfg: TrainConfig) -> Splits:
-    splits = make_splits(load_fer2013(cfg.data), cfg.val_fraction, cfg.split_seed)
+    data = load_fer2013(cfg.data)
+    soft_source = None
+    if cfg.soft_labels > 0:
+        from fer_train.ferplus import attach_soft_targets, resolve_ferplus
+
+        soft_source = resolve_ferplus(cfg.ferplus, data.source)
+        data = attach_soft_targets(data, soft_source, cfg.soft_labels)
+    splits = make_splits(data, cfg.val_fraction, cfg.split_seed)
+    splits.soft_source = str(soft_source) if soft_source else None
     if cfg.limit is not None and cfg.limit < len(splits.train):
         splits.train = splits.train.subset(stratified_subset(splits.train.labels, cfg.limit, cfg.split_seed))
     return splits
@@ -247,6 +259,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     pcfg = cfg.preprocess
     x_train = torch.from_numpy(preprocess(splits.train.images, pcfg))
     y_train = torch.from_numpy(splits.train.labels)
+    # Loss targets: class indices, or (N, 7) distributions when FER+ soft labels are on.
+    t_train = torch.from_numpy(splits.train.soft) if splits.train.soft is not None else y_train
     x_val = torch.from_numpy(preprocess(splits.val.images, pcfg))
     y_val = torch.from_numpy(splits.val.labels)
     data_desc = splits.describe()
@@ -276,8 +290,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         scaler.load_state_dict(state["scaler"])
         history, best_val_acc, best_epoch = state["history"], state["best_val_acc"], state["best_epoch"]
         start_epoch = state["epoch"]
+        # The optimizer holds the lr the old schedule set for the next epoch; recompute it from this
+        # config so that a finished run resumed with a larger --epochs continues on the stretched
+        # cosine (a warm restart) instead of spending an epoch at the old schedule's final lr of 0.
+        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base_lr * lr_factor(cfg, start_epoch)
+        old_epochs = state["train_config"]["epochs"]
+        changed = {k: (v, state["train_config"].get(k)) for k, v in cfg.to_dict().items()
+                   if k not in ("out_dir", "progress") and state["train_config"].get(k) != v}
+        if changed and rt.main:  # allowed (e.g. extending a run), but never silent
+            log.warning("resuming with a changed recipe: %s",
+                        "; ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()))
         if rt.main:
-            log.info("resuming %s after epoch %d", last_path, start_epoch)
+            log.info("resuming %s after epoch %d%s", last_path, start_epoch,
+                     f" (schedule stretched from {old_epochs} to {cfg.epochs} epochs)" if old_epochs != cfg.epochs else "")
     elif resume and rt.main:
         log.info("no %s yet: starting from scratch", last_path)
 
@@ -326,6 +352,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         for idx in bar:
             xb = augment(x_train[idx], cfg.augment, aug_gen).to(rt.device, non_blocking=True)
             yb = y_train[idx].to(rt.device, non_blocking=True)
+            tb = t_train[idx].to(rt.device, non_blocking=True)
             if rt.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             lam, partner = 1.0, None
@@ -335,10 +362,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 xb = lam * xb + (1 - lam) * xb[partner]
             with rt.autocast():
                 logits = net(xb)
-                loss = F.cross_entropy(logits.float(), yb, weight=weights, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), tb, weight=weights, label_smoothing=cfg.label_smoothing)
                 if partner is not None:
                     loss = lam * loss + (1 - lam) * F.cross_entropy(
-                        logits.float(), yb[partner], weight=weights, label_smoothing=cfg.label_smoothing)
+                        logits.float(), tb[partner], weight=weights, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
