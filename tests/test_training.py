@@ -137,6 +137,28 @@ def test_fer_plus_soft_labels_change_the_loss_and_are_recorded(fer_path, tmp_pat
     assert best["data"]["soft_targets"].startswith("fernew") and len(best["data"]["soft_targets_sha256"]) == 64
 
 
+def test_distillation_from_a_teacher_checkpoint(fer_path, tmp_path, uninterrupted):
+    from conftest import SEED_CHECKPOINT
+
+    from fer_train.data import file_sha256
+
+    result = train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path), teacher=str(SEED_CHECKPOINT),
+                               **{**TINY, "epochs": 1}))
+    hard = json.loads((uninterrupted / "metrics.json").read_text())[0]
+    assert result.history[0]["train_loss"] != pytest.approx(hard["train_loss"], rel=1e-6)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["teacher"]["sha256"] == file_sha256(SEED_CHECKPOINT) and best["teacher"]["arch"] == "seed"
+    with pytest.raises(ValueError, match="expects preprocessing"):
+        train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "b"), teacher=str(SEED_CHECKPOINT),
+                          preprocess=engine.PreprocessConfig(size=40), **TINY))
+
+
+def test_distillation_loss_is_zero_when_student_matches_teacher():
+    logits = torch.randn(5, 7)
+    assert float(engine.distillation_loss(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(engine.distillation_loss(logits, -logits, 4.0)) > 0
+
+
 def test_ddp_two_cpu_processes(fer_path, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "fer_train",

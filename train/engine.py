@@ -63,6 +63,9 @@ class TrainConfig:
     class_weights: str = "none"  # loss weights: balanced = 1/frequency, sqrt = its square root
     soft_labels: float = 0.0  # weight of the FER+ vote distribution in the training target; 0 = one-hot labels
     ferplus: str | None = None  # FER+ vote file; None = found next to the data (fer_train.ferplus.find_ferplus)
+    teacher: str | None = None  # knowledge distillation from this fer-train checkpoint; None = off
+    distill: float = 0.5  # weight of the distillation term when a teacher is set (the rest is cross-entropy)
+    distill_temperature: float = 4.0  # softmax temperature of teacher and student in the distillation term
     data: str | None = None
     out_dir: str = "runs/seed"
     device: str = "auto"
@@ -97,6 +100,8 @@ class TrainConfig:
             raise ValueError("mixup alpha must be >= 0")
         if not 0 <= self.soft_labels <= 1:
             raise ValueError("soft_labels must be in [0, 1]")
+        if not 0 < self.distill <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill must be in (0, 1] and distill_temperature > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +225,37 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s KL(teacher || student) on temperature-softened logits, times T^2 so that its
+    gradients keep their scale as T changes."""
+    return F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(teacher / temperature, 1),
+                    log_target=True, reduction="batchmean") * temperature**2
+
+
+def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tuple[nn.Module | None, dict[str, Any] | None]:
+    """The frozen teacher model (eval mode, on the training device) and a description for the checkpoint."""
+    if cfg.teacher is None:
+        return None, None
+    from fer_train.checkpoint import model_from_checkpoint
+    from fer_train.data import file_sha256
+
+    ckpt = load_checkpoint(cfg.teacher)
+    if ckpt["preprocess"] != pcfg.to_dict():
+        raise ValueError(f"teacher {cfg.teacher} expects preprocessing {ckpt['preprocess']}, the student {pcfg.to_dict()}")
+    teacher = model_from_checkpoint(ckpt).to(rt.device)
+    if rt.channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    test = ckpt.get("metrics", {}).get("test", {})
+    desc = {"path": str(cfg.teacher), "sha256": file_sha256(Path(cfg.teacher)), "arch": ckpt["arch"],
+            "test_accuracy": test.get("accuracy")}
+    if rt.main:
+        log.info("distilling from %s (%s), weight %.2f, temperature %.1f", cfg.teacher, ckpt["arch"], cfg.distill,
+                 cfg.distill_temperature)
+    return teacher, desc
+
+
 def _write_history(out: Path, history: list[dict[str, float]]) -> None:
     tmp = out / ".metrics.csv.tmp"
     with open(tmp, "w", newline="") as f:
@@ -271,6 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     model = build_model(cfg.arch, **args).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    teacher, teacher_desc = _load_teacher(cfg, pcfg, rt)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(enabled=rt.autocast_dtype == torch.float16)
@@ -328,6 +365,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             "metrics": metrics,
             "data": data_desc,
             "num_parameters": count_parameters(model),
+            "teacher": teacher_desc,
             "torch_version": str(torch.__version__),
         }
 
@@ -366,6 +404,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 if partner is not None:
                     loss = lam * loss + (1 - lam) * F.cross_entropy(
                         logits.float(), tb[partner], weight=weights, label_smoothing=cfg.label_smoothing)
+                if teacher is not None:  # the teacher sees the same augmented (and mixed) faces
+                    with torch.no_grad():
+                        t_logits = teacher(xb).float()
+                    loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(
+                        logits.float(), t_logits, cfg.distill_temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
