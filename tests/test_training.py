@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fer_train import engine
-from fer_train.checkpoint import load_checkpoint
+from fer_train.checkpoint import load_checkpoint, save_checkpoint
 from fer_train.engine import TrainConfig, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -114,6 +114,9 @@ def test_resume_with_more_epochs_extends_a_finished_run(fer_path, tmp_path, unin
 
     shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
     before = load_checkpoint(tmp_path / "last.pt")
+    for key in ("soft_labels", "ferplus", "teacher", "distill", "distill_temperature"):
+        del before["train_config"][key]  # as written before these options existed: read as their defaults
+    save_checkpoint(tmp_path / "last.pt", before)
     assert before["history"][-1]["lr"] == 0.0  # the finished cosine ended at zero
     caplog.set_level("INFO")
     cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path), **{**TINY, "epochs": TINY["epochs"] + 1})
@@ -121,7 +124,8 @@ def test_resume_with_more_epochs_extends_a_finished_run(fer_path, tmp_path, unin
     after = load_checkpoint(tmp_path / "last.pt")
     assert after["epoch"] == TINY["epochs"] + 1 and after["train_config"]["epochs"] == TINY["epochs"] + 1
     assert after["history"][: TINY["epochs"]] == before["history"]
-    assert "schedule stretched from 3 to 4 epochs" in caplog.text and "epochs 3 -> 4" in caplog.text
+    assert "schedule stretched from 3 to 4 epochs" in caplog.text
+    assert "resuming with a changed recipe: epochs 3 -> 4\n" in caplog.text  # nothing else changed
     # The extra epoch trained at the stretched schedule's lr, not at the old schedule's final 0.
     params = [k for k in before["state_dict"] if k.endswith(("weight", "bias"))]
     assert any(not torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in params)

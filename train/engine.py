@@ -333,8 +333,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
             group["lr"] = base_lr * lr_factor(cfg, start_epoch)
         old_epochs = state["train_config"]["epochs"]
-        changed = {k: (v, state["train_config"].get(k)) for k, v in cfg.to_dict().items()
-                   if k not in ("out_dir", "progress") and state["train_config"].get(k) != v}
+        # Keys that an older checkpoint lacks count as their defaults (the behaviour it was trained with).
+        defaults = TrainConfig(arch=cfg.arch).to_dict()
+        before = {**defaults, **state["train_config"]}
+        changed = {k: (v, before[k]) for k, v in cfg.to_dict().items()
+                   if k not in ("out_dir", "progress") and before[k] != v}
         if changed and rt.main:  # allowed (e.g. extending a run), but never silent
             log.warning("resuming with a changed recipe: %s",
                         "; ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()))
