@@ -84,6 +84,17 @@ def test_malformed_vote_files_name_file_and_line(tmp_path, text, message):
         load_ferplus(path)
 
 
+def test_votes_that_look_shuffled_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 1200
+    labels = rng.integers(0, 7, n)
+    columns = rng.integers(0, 7, n)  # one FER+ emotion per row, unrelated to the label
+    rows = [f"Training,f{i}.png," + ",".join("10" if c == columns[i] else "0" for c in range(10)) for i in range(n)]
+    data = _data(n, labels.tolist(), ["Training"] * n, np.zeros((n, 48, 48), np.uint8) + (np.arange(n) % 251).astype(np.uint8)[:, None, None])
+    with pytest.raises(DataError, match="look misaligned"):
+        attach_soft_targets(data, _votes_file(tmp_path, rows), 0.5)
+
+
 def test_blend_keeps_distributions_and_checks_the_weight():
     dist = np.asarray([[0.5, 0.5, 0, 0, 0, 0, 0]], np.float32)
     np.testing.assert_allclose(blend_targets(np.asarray([1]), dist, 0.5), [[0.25, 0.75, 0, 0, 0, 0, 0]])
@@ -117,6 +128,7 @@ def test_real_vote_file_aligns_with_the_shared_data(fer_data, monkeypatch):
     assert valid[8423] and valid[15835]  # one name, pixel-identical images
     assert 0.63 < (dist[valid].argmax(1) == fer_data.labels[valid]).mean() < 0.66  # README: 64.4% agree
     soft = attach_soft_targets(fer_data.subset(np.arange(len(fer_data))), path, 0.5).soft
-    assert soft is not None and (soft.argmax(1) == fer_data.labels).mean() > 0.99  # weight 0.5 keeps FER2013's label on top
+    top = soft[np.arange(len(soft)), fer_data.labels]
+    assert soft is not None and (top >= soft.max(1) - 1e-6).all()  # weight 0.5: FER2013's label is top (or tied)
     splits = make_splits(fer_data.subset(np.arange(len(fer_data))), 0.1, 0)
     assert splits.train.soft is None  # nothing attached: plain labels

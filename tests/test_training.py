@@ -157,10 +157,37 @@ def test_distillation_from_a_teacher_checkpoint(fer_path, tmp_path, uninterrupte
                           preprocess=engine.PreprocessConfig(size=40), **TINY))
 
 
-def test_distillation_loss_is_zero_when_student_matches_teacher():
-    logits = torch.randn(5, 7)
-    assert float(engine.distillation_loss(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
-    assert float(engine.distillation_loss(logits, -logits, 4.0)) > 0
+def test_distillation_loss_is_t_squared_kl_teacher_to_student():
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(6, 7, generator=gen), 2 * torch.randn(6, 7, generator=gen)
+    t = 3.0
+    p_t, log_p_s = torch.softmax(teacher / t, 1), torch.log_softmax(student / t, 1)
+    expected = t**2 * (p_t * (torch.log(p_t) - log_p_s)).sum(1).mean()
+    assert float(engine.distillation_loss(student, teacher, t)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(engine.distillation_loss(teacher, student, t)) != pytest.approx(float(expected), rel=1e-3)
+    assert float(engine.distillation_loss(student, student, t)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_targets_stay_aligned_with_labels_through_the_splits(fer_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.delenv("FERPLUS_PATH", raising=False)
+    splits = engine.load_splits(TrainConfig(data=str(fer_path), soft_labels=0.5, limit=1200))
+    for part in (splits.train, splits.val):
+        n = len(part.labels)
+        # 0.5 one-hot + 0.5 distribution: the FER2013 label always keeps at least 0.5 of the mass.
+        assert (part.soft[np.arange(n), part.labels] >= 0.5 - 1e-6).all()
+
+
+def test_resume_refuses_changes_it_could_not_honour(fer_path, tmp_path, uninterrupted):
+    import shutil
+
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    for change, message in (({"lr": 0.1}, "cannot change lr"), ({"optimizer": "sgd"}, "cannot change optimizer"),
+                            ({"val_fraction": 0.2}, "cannot change val_fraction"),
+                            ({"epochs": 2}, "already trained 3 epochs")):
+        with pytest.raises(ValueError, match=message):
+            train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path), **{**TINY, **change}), resume=True)
 
 
 def test_ddp_two_cpu_processes(fer_path, tmp_path):

@@ -100,8 +100,10 @@ class TrainConfig:
             raise ValueError("mixup alpha must be >= 0")
         if not 0 <= self.soft_labels <= 1:
             raise ValueError("soft_labels must be in [0, 1]")
-        if not 0 < self.distill <= 1 or self.distill_temperature <= 0:
-            raise ValueError("distill must be in (0, 1] and distill_temperature > 0")
+        if not 0 < self.distill <= 1:
+            raise ValueError(f"distill must be in (0, 1], got {self.distill}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,6 +227,10 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
+# Options a resumed run must keep: the optimizer state carries them, or they define the validation split.
+_FROZEN_ON_RESUME = {"optimizer", "lr", "weight_decay", "momentum", "val_fraction", "split_seed", "limit", "preprocess"}
+
+
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al.'s KL(teacher || student) on temperature-softened logits, times T^2 so that its
     gradients keep their scale as T changes."""
@@ -240,6 +246,8 @@ def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tupl
     from fer_train.data import file_sha256
 
     ckpt = load_checkpoint(cfg.teacher)
+    if tuple(ckpt["labels"]) != tuple(LABELS):
+        raise ValueError(f"teacher {cfg.teacher} predicts {ckpt['labels']}, not {list(LABELS)}")
     if ckpt["preprocess"] != pcfg.to_dict():
         raise ValueError(f"teacher {cfg.teacher} expects preprocessing {ckpt['preprocess']}, the student {pcfg.to_dict()}")
     teacher = model_from_checkpoint(ckpt).to(rt.device)
@@ -338,6 +346,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         before = {**defaults, **state["train_config"]}
         changed = {k: (v, before[k]) for k, v in cfg.to_dict().items()
                    if k not in ("out_dir", "progress") and before[k] != v}
+        frozen = sorted(set(changed) & _FROZEN_ON_RESUME)
+        if frozen:  # these would be ignored (optimizer state) or would change the validation faces
+            raise ValueError(f"{last_path}: cannot change {', '.join(frozen)} when resuming "
+                             f"({'; '.join(f'{k} {changed[k][1]!r} -> {changed[k][0]!r}' for k in frozen)}); "
+                             "use a new --out-dir")
+        if cfg.epochs < start_epoch:
+            raise ValueError(f"{last_path} has already trained {start_epoch} epochs; --epochs {cfg.epochs} is fewer")
         if changed and rt.main:  # allowed (e.g. extending a run), but never silent
             log.warning("resuming with a changed recipe: %s",
                         "; ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()))

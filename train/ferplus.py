@@ -26,6 +26,8 @@ from fer_train.data import DataError, FerData
 log = logging.getLogger(__name__)
 
 FERPLUS_ENV = "FERPLUS_PATH"
+MIN_AGREEMENT = 0.45
+MIN_ROWS_FOR_AGREEMENT_CHECK = 1000
 FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 # FER+ vote column -> FER2013 label index (0=Angry ... 6=Neutral).
 _TO_FER2013 = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6}
@@ -139,6 +141,11 @@ def attach_soft_targets(data: FerData, path: Path, weight: float) -> FerData:
     """``data`` with ``soft`` set to the blended FER+/FER2013 targets (logs how many rows use FER+)."""
     dist, valid = ferplus_distribution(data, load_ferplus(path))
     agree = float((dist[valid].argmax(1) == data.labels[valid]).mean()) if valid.any() else 0.0
+    # Aligned files agree on about 64% of the faces; shuffled rows would agree at chance level
+    # (about 20%). Row count and Usage cannot catch a reordering within a Usage block: this can.
+    if valid.sum() >= MIN_ROWS_FOR_AGREEMENT_CHECK and agree < MIN_AGREEMENT:
+        raise DataError(f"{path}: the FER+ majority vote agrees with the FER2013 label on only {100 * agree:.1f}% "
+                        f"of {int(valid.sum())} faces (about 64% when aligned): the files look misaligned")
     log.info("FER+ soft targets from %s: %d of %d rows (the rest keep one-hot labels); majority agrees with "
              "the FER2013 label on %.1f%% of them; weight %.2f", path, int(valid.sum()), len(data), 100 * agree, weight)
     data.soft = blend_targets(data.labels, dist, weight)
