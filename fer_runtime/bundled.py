@@ -60,19 +60,19 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         BundledModel(
             name="vgg",
             filename="vgg.onnx",
-            sha256="31deb3eb5924a48ad0cb3d81276929e0d49fd948efeb4c1dd254be649287638c",
-            description="VGG-style CNN (1.17M parameters, 192 MFLOP), fp32; PublicTest 67.3%",
+            sha256="51da383e7123495aea56f693c52e2427d33299df62f4e39e7981a60fc62a3288",
+            description="VGG-style CNN (1.17M parameters, 192 MFLOP), fp32; PublicTest 68.4%",
         ),
         BundledModel(
             name="vgg-int8",
             filename="vgg-int8.onnx",
-            sha256="0f0cd593fee66afea0d581607027991ef4942aecc379d4090785c93731d751b3",
+            sha256="e504c8fac9a35508a9bc61a2763c42dd1a6533441e916bd495d5bbe02db504e7",
             description="vgg, static int8 QDQ (first conv and last linear in float)",
         ),
         BundledModel(
             name="vgg-fp16",
             filename="vgg-fp16.onnx",
-            sha256="f6e2c53fc7ce3070bc48c95c4b5ddfd4a94a233d632c9dc3f793fe915b0ae745",
+            sha256="72c902c08f369edb1852b94b66b2b33dbddceeb15a900c4785c308af31fdb900",
             description="vgg, fp16 with float32 IO (for GPUs)",
         ),
     )
