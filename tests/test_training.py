@@ -151,10 +151,31 @@ def test_distillation_from_a_teacher_checkpoint(fer_path, tmp_path, uninterrupte
     hard = json.loads((uninterrupted / "metrics.json").read_text())[0]
     assert result.history[0]["train_loss"] != pytest.approx(hard["train_loss"], rel=1e-6)
     best = load_checkpoint(tmp_path / "best.pt")
-    assert best["teacher"]["sha256"] == file_sha256(SEED_CHECKPOINT) and best["teacher"]["arch"] == "seed"
+    assert [(t["sha256"], t["arch"]) for t in best["teacher"]] == [(file_sha256(SEED_CHECKPOINT), "seed")]
+    assert best["train_config"]["teacher"] == [str(SEED_CHECKPOINT)]
+    # Two copies of one teacher teach exactly what it teaches alone: the ensemble is the mean of
+    # the logits (a sum would double them and change the loss).
+    twice = train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "twice"),
+                              teacher=[str(SEED_CHECKPOINT)] * 2, **{**TINY, "epochs": 1}))
+    assert twice.history[0]["train_loss"] == pytest.approx(result.history[0]["train_loss"], rel=1e-6)
+    assert len(load_checkpoint(tmp_path / "twice" / "best.pt")["teacher"]) == 2
     with pytest.raises(ValueError, match="expects preprocessing"):
         train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "b"), teacher=str(SEED_CHECKPOINT),
                           preprocess=engine.PreprocessConfig(size=40), **TINY))
+
+
+def test_ensemble_teacher_averages_the_logits_of_its_members():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 7), torch.nn.Linear(4, 7)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(engine.LogitMean([a, b])(x), (a(x) + b(x)) / 2)
+    torch.testing.assert_close(engine.LogitMean([a])(x), a(x))
+
+
+def test_teacher_option_takes_one_path_or_several():
+    assert TrainConfig(teacher="a.pt").teacher == ["a.pt"]  # as checkpoints before ensembles store it
+    assert TrainConfig(teacher=("a.pt", "b.pt")).teacher == ["a.pt", "b.pt"]
+    assert TrainConfig(teacher=[]).teacher is None and TrainConfig().teacher is None
 
 
 def test_distillation_loss_is_t_squared_kl_teacher_to_student():

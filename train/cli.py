@@ -57,7 +57,7 @@ def fer_train(
     class_weights: Annotated[ClassWeights, typer.Option(help="Loss weights per class: none, balanced (1/frequency) or sqrt.")] = "none",  # type: ignore[assignment]
     soft_labels: Annotated[float, typer.Option(min=0.0, max=1.0, help="Blend FER+ annotator votes into the training targets with this weight (0 = FER2013 one-hot labels only). Validation and test stay on FER2013 labels.")] = 0.0,
     ferplus: Annotated[Optional[Path], typer.Option(envvar="FERPLUS_PATH", help="FER+ vote file (fer2013new.csv, row-aligned with the data). Default: a fer*new*.csv next to the data.")] = None,
-    teacher: Annotated[Optional[Path], typer.Option(help="Distil from this fer-train checkpoint (e.g. models/vgg/best.pt): loss = (1 - D) * cross-entropy + D * T^2 * KL(teacher || student), on the same augmented faces.")] = None,
+    teacher: Annotated[Optional[list[Path]], typer.Option(help="Distil from this fer-train checkpoint (e.g. models/vgg/best.pt): loss = (1 - D) * cross-entropy + D * T^2 * KL(teacher || student), on the same augmented faces. Repeat it to distil from an ensemble: the mean of the teachers' logits.")] = None,
     distill: Annotated[float, typer.Option(min=0.01, max=1.0, help="D: weight of the distillation term when --teacher is set.")] = 0.5,
     distill_temperature: Annotated[float, typer.Option(min=0.1, help="T: softmax temperature of the distillation term.")] = 4.0,
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
@@ -88,7 +88,7 @@ def fer_train(
             weight_decay=weight_decay, scheduler=scheduler.value, label_smoothing=label_smoothing,
             warmup_epochs=warmup_epochs, mixup=mixup, class_weights=class_weights.value,
             soft_labels=soft_labels, ferplus=str(ferplus) if ferplus and soft_labels > 0 else None,
-            teacher=str(teacher) if teacher else None, distill=distill, distill_temperature=distill_temperature,
+            teacher=[str(t) for t in teacher] if teacher else None, distill=distill, distill_temperature=distill_temperature,
             data=str(data) if data else None, out_dir=str(out_dir), device=device.value,
             precision=precision.value, seed=seed, limit=limit,
             augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(erase=erase),

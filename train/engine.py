@@ -63,7 +63,8 @@ class TrainConfig:
     class_weights: str = "none"  # loss weights: balanced = 1/frequency, sqrt = its square root
     soft_labels: float = 0.0  # weight of the FER+ vote distribution in the training target; 0 = one-hot labels
     ferplus: str | None = None  # FER+ vote file; None = found next to the data (fer_train.ferplus.find_ferplus)
-    teacher: str | None = None  # knowledge distillation from this fer-train checkpoint; None = off
+    # Knowledge distillation from these fer-train checkpoints (several: their mean logits teach); None = off.
+    teacher: list[str] | None = None
     distill: float = 0.5  # weight of the distillation term when a teacher is set (the rest is cross-entropy)
     distill_temperature: float = 4.0  # softmax temperature of teacher and student in the distillation term
     data: str | None = None
@@ -100,6 +101,7 @@ class TrainConfig:
             raise ValueError("mixup alpha must be >= 0")
         if not 0 <= self.soft_labels <= 1:
             raise ValueError("soft_labels must be in [0, 1]")
+        self.teacher = _as_teacher_list(self.teacher)
         if not 0 < self.distill <= 1:
             raise ValueError(f"distill must be in (0, 1], got {self.distill}")
         if self.distill_temperature <= 0:
@@ -116,6 +118,13 @@ class TrainResult:
     best_val_acc: float
     history: list[dict[str, float]]
     test_metrics: dict[str, Any] | None
+
+
+def _as_teacher_list(teacher: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
+    """One checkpoint path (as older checkpoints store it) or several, as a list; empty = None."""
+    if teacher is None or isinstance(teacher, str):
+        return [teacher] if teacher else None
+    return [str(t) for t in teacher] or None
 
 
 def cpu_has_bf16() -> bool:
@@ -238,30 +247,45 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
                     log_target=True, reduction="batchmean") * temperature**2
 
 
-def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tuple[nn.Module | None, dict[str, Any] | None]:
-    """The frozen teacher model (eval mode, on the training device) and a description for the checkpoint."""
-    if cfg.teacher is None:
+class LogitMean(nn.Module):
+    """An ensemble teacher: the mean of its members' logits (one member: that member's logits)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
+
+
+def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tuple[nn.Module | None, list[dict[str, Any]] | None]:
+    """The frozen teacher (eval mode, on the training device: the mean of the logits of every
+    ``cfg.teacher`` checkpoint) and a description of each checkpoint for the student's checkpoint."""
+    if not cfg.teacher:
         return None, None
     from fer_train.checkpoint import model_from_checkpoint
     from fer_train.data import file_sha256
 
-    ckpt = load_checkpoint(cfg.teacher)
-    if tuple(ckpt["labels"]) != tuple(LABELS):
-        raise ValueError(f"teacher {cfg.teacher} predicts {ckpt['labels']}, not {list(LABELS)}")
-    if ckpt["preprocess"] != pcfg.to_dict():
-        raise ValueError(f"teacher {cfg.teacher} expects preprocessing {ckpt['preprocess']}, the student {pcfg.to_dict()}")
-    teacher = model_from_checkpoint(ckpt).to(rt.device)
+    members, descs = [], []
+    for path in cfg.teacher:
+        ckpt = load_checkpoint(path)
+        if tuple(ckpt["labels"]) != tuple(LABELS):
+            raise ValueError(f"teacher {path} predicts {ckpt['labels']}, not {list(LABELS)}")
+        if ckpt["preprocess"] != pcfg.to_dict():
+            raise ValueError(f"teacher {path} expects preprocessing {ckpt['preprocess']}, the student {pcfg.to_dict()}")
+        members.append(model_from_checkpoint(ckpt))
+        test = ckpt.get("metrics", {}).get("test", {})
+        descs.append({"path": str(path), "sha256": file_sha256(Path(path)), "arch": ckpt["arch"],
+                      "test_accuracy": test.get("accuracy")})
+    teacher = LogitMean(members).to(rt.device).eval()
     if rt.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    test = ckpt.get("metrics", {}).get("test", {})
-    desc = {"path": str(cfg.teacher), "sha256": file_sha256(Path(cfg.teacher)), "arch": ckpt["arch"],
-            "test_accuracy": test.get("accuracy")}
     if rt.main:
-        log.info("distilling from %s (%s), weight %.2f, temperature %.1f", cfg.teacher, ckpt["arch"], cfg.distill,
-                 cfg.distill_temperature)
-    return teacher, desc
+        log.info("distilling from %s, weight %.2f, temperature %.1f",
+                 " + ".join(f"{d['path']} ({d['arch']})" for d in descs), cfg.distill, cfg.distill_temperature)
+    return teacher, descs
 
 
 def _write_history(out: Path, history: list[dict[str, float]]) -> None:
@@ -344,6 +368,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         # Keys that an older checkpoint lacks count as their defaults (the behaviour it was trained with).
         defaults = TrainConfig(arch=cfg.arch).to_dict()
         before = {**defaults, **state["train_config"]}
+        before["teacher"] = _as_teacher_list(before["teacher"])  # older checkpoints store one path
         changed = {k: (v, before[k]) for k, v in cfg.to_dict().items()
                    if k not in ("out_dir", "progress") and before[k] != v}
         frozen = sorted(set(changed) & _FROZEN_ON_RESUME)
