@@ -58,3 +58,22 @@ def test_eval_reports_and_writes_json_and_png(fer_path, tmp_path):
     report = json.loads(out.read_text())
     assert report["n"] == 2872 and report["split"] == "val"
     assert out.with_suffix(".png").stat().st_size > 0
+
+    # Two checkpoints: their ensemble, the mean of their logits.
+    import numpy as np
+    from conftest import SEED_CHECKPOINT
+
+    from fer_train.checkpoint import load_checkpoint
+    from fer_train.data import load_fer2013, make_splits
+    from fer_train.evaluate import checkpoint_logits
+
+    out2 = tmp_path / "ensemble.json"
+    pair = [str(tmp_path / "best.pt"), str(SEED_CHECKPOINT)]
+    result = runner.invoke(eval_app, [*pair, "--data", str(fer_path), "--split", "val", "--no-flip-tta", "-o", str(out2)])
+    assert result.exit_code == 0, result.output
+    ensemble = json.loads(out2.read_text())
+    assert ensemble["checkpoint"] == pair and ensemble["flip_tta"] is None
+    val = make_splits(load_fer2013(fer_path)).val
+    mean = np.mean([checkpoint_logits(load_checkpoint(p), val.images)[0] for p in pair], axis=0)
+    assert ensemble["single"]["accuracy"] == pytest.approx(float((mean.argmax(1) == val.labels).mean()))
+    assert ensemble["single"]["accuracy"] != pytest.approx(report["single"]["accuracy"])

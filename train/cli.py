@@ -111,7 +111,7 @@ eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @eval_app.command()
 def fer_eval(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by fer-train (best.pt).")],
+    checkpoint: Annotated[list[Path], typer.Argument(help="A checkpoint written by fer-train (best.pt); several: evaluate their ensemble (the mean of their logits, as fer-train --teacher A --teacher B distils from).")],
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
     split: Annotated[Split, typer.Option(help="Labelled split; 'val' is the checkpoint's own validation split.")] = "PublicTest",  # type: ignore[assignment]
     flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Also report horizontal-flip TTA (separately).")] = True,
@@ -123,25 +123,30 @@ def fer_eval(
     from fer_runtime import LABELS
     from fer_train.checkpoint import CheckpointError, load_checkpoint
     from fer_train.data import DataError, load_fer2013, make_splits
-    from fer_train.evaluate import evaluate_checkpoint_on
+    from fer_train.evaluate import ensemble_logits, evaluate_logits
     from fer_train.metrics import ClassReport
 
     try:
-        ckpt = load_checkpoint(checkpoint)
+        ckpts = [load_checkpoint(c) for c in checkpoint]
         fer = load_fer2013(data)
         if split.value == "val":
-            cfg = ckpt.get("train_config", {})
-            part = make_splits(fer, cfg.get("val_fraction", 0.1), cfg.get("split_seed", 0)).val
+            splits = {(c.get("train_config", {}).get("val_fraction", 0.1), c.get("train_config", {}).get("split_seed", 0))
+                      for c in ckpts}
+            if len(splits) > 1:
+                raise ValueError(f"the checkpoints were validated on different splits (val_fraction, split_seed): {sorted(splits)}")
+            part = make_splits(fer, *splits.pop()).val
         else:
             part = fer.split(split.value)
-        if ckpt.get("data", {}).get("sha256") == fer.sha256 and split.value == "Training":
+        if split.value == "Training" and any(c.get("data", {}).get("sha256") == fer.sha256 for c in ckpts):
             typer.secho("note: the checkpoint was trained on this split; this is not a test figure", err=True)
-        report = evaluate_checkpoint_on(ckpt, part.images, part.labels, flip_tta=flip_tta)
+        logits, mirrored = ensemble_logits(ckpts, part.images, flip_tta)
+        report = evaluate_logits(logits, part.labels, mirrored)
     except (DataError, CheckpointError, ValueError) as exc:
         _fail(exc)
         return
-    typer.echo(f"{checkpoint} on {split.value} ({report['n']} faces), single crop:")
-    typer.echo(ClassReport(**report["single"]).table(tuple(ckpt["labels"]) or LABELS))
+    name = " + ".join(map(str, checkpoint))
+    typer.echo(f"{name} on {split.value} ({report['n']} faces), single crop:")
+    typer.echo(ClassReport(**report["single"]).table(tuple(ckpts[0]["labels"]) or LABELS))
     if report["flip_tta"]:
         t = report["flip_tta"]
         typer.echo(f"with horizontal-flip TTA: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}")
@@ -149,8 +154,10 @@ def fer_eval(
         from fer_train.plots import plot_confusion
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"checkpoint": str(checkpoint), "split": split.value, **report}, indent=1))
-        plot_confusion(report["single"]["confusion"], out.with_suffix(".png"), f"{checkpoint.name} on {split.value}")
+        out.write_text(json.dumps({"checkpoint": [str(c) for c in checkpoint] if len(checkpoint) > 1 else str(checkpoint[0]),
+                                   "split": split.value, **report}, indent=1))
+        title = checkpoint[0].name if len(checkpoint) == 1 else f"ensemble of {len(checkpoint)}"
+        plot_confusion(report["single"]["confusion"], out.with_suffix(".png"), f"{title} on {split.value}")
         typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
 
 

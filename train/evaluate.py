@@ -27,6 +27,20 @@ def checkpoint_logits(ckpt: dict[str, Any], images: np.ndarray, flip_tta: bool =
     return logits, mirrored
 
 
+def ensemble_logits(ckpts: list[dict[str, Any]], images: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The mean of several checkpoints' logits (and of their mirror-image logits when ``flip_tta``):
+    the ensemble ``fer-train --teacher A --teacher B`` distils from. One checkpoint: its own logits."""
+    if not ckpts:
+        raise ValueError("no checkpoints to evaluate")
+    labels = [tuple(c["labels"]) for c in ckpts]
+    if len(set(labels)) > 1:
+        raise ValueError(f"the checkpoints predict different labels: {sorted(set(labels))}")
+    pairs = [checkpoint_logits(c, images, flip_tta) for c in ckpts]
+    logits = np.mean([p[0] for p in pairs], axis=0)
+    mirrored = np.mean([p[1] for p in pairs], axis=0) if flip_tta else None
+    return logits, mirrored
+
+
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, mirrored: np.ndarray | None = None) -> dict[str, Any]:
     """``{"single": report, "flip_tta": report | None, "n": N}``."""
     result: dict[str, Any] = {"n": len(labels), "single": classification_report(labels, logits.argmax(1)).to_dict(),
