@@ -130,8 +130,8 @@ def fer_eval(
         ckpts = [load_checkpoint(c) for c in checkpoint]
         fer = load_fer2013(data)
         if split.value == "val":
-            splits = {(c.get("train_config", {}).get("val_fraction", 0.1), c.get("train_config", {}).get("split_seed", 0))
-                      for c in ckpts}
+            configs = [c.get("train_config", {}) for c in ckpts]
+            splits = {(cfg.get("val_fraction", 0.1), cfg.get("split_seed", 0)) for cfg in configs}
             if len(splits) > 1:
                 raise ValueError(f"the checkpoints were validated on different splits (val_fraction, split_seed): {sorted(splits)}")
             part = make_splits(fer, *splits.pop()).val

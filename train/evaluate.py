@@ -49,10 +49,3 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, mirrored: np.ndarray
         result["flip_tta"] = classification_report(labels, (softmax(logits) + softmax(mirrored)).argmax(1)).to_dict()
     return result
 
-
-def evaluate_checkpoint_on(
-    ckpt: dict[str, Any], images: np.ndarray, labels: np.ndarray, flip_tta: bool = False
-) -> dict[str, Any]:
-    """Evaluate ``ckpt`` on uint8 faces and labels (see :func:`evaluate_logits`)."""
-    logits, mirrored = checkpoint_logits(ckpt, images, flip_tta)
-    return evaluate_logits(logits, labels, mirrored)
