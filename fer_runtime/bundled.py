@@ -58,6 +58,24 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             description="vgg-small, fp16 with float32 IO (for GPUs)",
         ),
         BundledModel(
+            name="vgg-medium",
+            filename="vgg-medium.onnx",
+            sha256="f1b27199039e4f0ced141690361a112ea0679d9dca675e72701bad69f32ad5fd",
+            description="the fast variant: VGG-style CNN at 5/8 of vgg's width (456k parameters, 75 MFLOP) distilled from vgg, fp32; PublicTest 67.3%",
+        ),
+        BundledModel(
+            name="vgg-medium-int8",
+            filename="vgg-medium-int8.onnx",
+            sha256="abac7500e7bbc32c82a96df11fe736a505b8441d83ec92c4d7abd2a4caa6ef39",
+            description="vgg-medium, static int8 QDQ (first conv and last linear in float)",
+        ),
+        BundledModel(
+            name="vgg-medium-fp16",
+            filename="vgg-medium-fp16.onnx",
+            sha256="329343cc1a52e60a0703c84152fc5c091d9653ef9ef18f7866bb2cb4a7f991e8",
+            description="vgg-medium, fp16 with float32 IO (for GPUs)",
+        ),
+        BundledModel(
             name="vgg",
             filename="vgg.onnx",
             sha256="aecf20ffe97545e49370f1d70e681e75ace1896da9ea0a43d2af3d8bb8b122eb",
