@@ -43,7 +43,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             name="vgg-small",
             filename="vgg-small.onnx",
             sha256="2aa54cd9ca3e3060cf0efa440dd77ac54710319fe089ad188df67a0eda9b1439",
-            description="compact VGG-style CNN (292k parameters, 48 MFLOP) distilled from vgg, fp32; PublicTest 65.6%",
+            description="compact VGG-style CNN (292k parameters, 48 MFLOP) distilled from the first vgg, fp32; PublicTest 65.6%",
         ),
         BundledModel(
             name="vgg-small-int8",

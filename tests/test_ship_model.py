@@ -44,6 +44,7 @@ def _fake_root(tmp_path):
     root = tmp_path / "repo"
     (root / "fer_runtime" / "models").mkdir(parents=True)
     (root / "benchmarks" / "twins").mkdir(parents=True)
+    (root / "models").mkdir()
     shutil.copy(REPO / "fer_runtime" / "bundled.py", root / "fer_runtime" / "bundled.py")
     run = tmp_path / "runs" / "seed50"
     run.mkdir(parents=True)
@@ -53,19 +54,83 @@ def _fake_root(tmp_path):
     return root, run
 
 
-def test_refuses_before_exporting(tmp_path):
+def _snapshot(root):
+    return {p.relative_to(root): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def _fake_export(calls):
+    """Stands in for fer_export.export_onnx: three small files and a report, no data needed."""
+    from fer_export.onnx_export import ExportReport, ParityReport, VariantReport
+
+    def export(checkpoint, output, **kwargs):
+        calls.append(checkpoint)
+        for suffix in ("", ".int8", ".fp16"):
+            output.with_name(f"{output.stem}{suffix}.onnx").write_bytes(f"onnx{suffix}".encode())
+        parity = ParityReport(1000, 1e-6, 1.0, [], (1, 64), 1e-4)
+        variants = [VariantReport(str(output.with_name(f"{output.stem}.{p}.onnx")), p, 5, 0.6, 0.6, 0.99, 3589)
+                    for p in ("int8", "fp16")]
+        return ExportReport(str(output), 4, 1.0, 18, parity, variants)
+
+    return export
+
+
+def test_refuses_before_exporting(tmp_path, monkeypatch):
+    import fer_export
+
+    calls = []
+    monkeypatch.setattr(fer_export, "export_onnx", _fake_export(calls))
     root, run = _fake_root(tmp_path)
-    with pytest.raises(ship_model.ShipError, match="filename='nope.onnx'"):
-        ship_model.ship(run / "best.pt", "nope", root=root)
-    with pytest.raises(ship_model.ShipError, match="lower-case"):
-        ship_model.ship(run / "best.pt", "Bad Name", root=root)
     (root / "models" / "seed").mkdir(parents=True)
-    with pytest.raises(ship_model.ShipError, match="--replace"):
-        ship_model.ship(run / "best.pt", "seed", root=root)
+    (root / "benchmarks" / "twins" / "vgg.pt").write_text("not a link")
+    before = _snapshot(root)
+    refusals = {
+        "filename='nope.onnx'": dict(name="nope"),
+        "lower-case": dict(name="Bad Name"),
+        "--replace": dict(name="seed"),
+        "there is no": dict(name="vgg-small", keep_old=tmp_path / "old"),
+        "exists already": dict(name="seed", replace=True, keep_old=run),
+        "is a file": dict(name="vgg", replace=True),
+    }
+    for message, kwargs in refusals.items():
+        with pytest.raises(ship_model.ShipError, match=message):
+            ship_model.ship(run / "best.pt", root=root, **kwargs)
+    shutil.copy(run / "best.pt", run / "last.pt")
+    with pytest.raises(ship_model.ShipError, match="best.pt"):
+        ship_model.ship(run / "last.pt", "seed", root=root, replace=True)
     (run / "curves.png").unlink()
     with pytest.raises(ship_model.ShipError, match="curves.png"):
         ship_model.ship(run / "best.pt", "seed", root=root, replace=True)
-    assert ship_model.main([str(run / "best.pt"), "--name", "nope"]) == 1
+    assert ship_model.main([str(run / "best.pt"), "--name", "nope", "--root", str(root)]) == 1
+    assert calls == [] and _snapshot(root) == before
+
+
+def test_ship_switches_over_only_when_everything_is_staged(tmp_path, monkeypatch):
+    import fer_export
+
+    calls = []
+    monkeypatch.setattr(fer_export, "export_onnx", _fake_export(calls))
+    root, run = _fake_root(tmp_path)
+    dotted = run.rename(run.with_name("lr0.05"))  # the default log is runs/lr0.05.log, not runs/lr0.log
+    (dotted.parent / "seed50.log").rename(dotted.parent / "lr0.05.log")
+    before = _snapshot(root)
+    monkeypatch.setattr(ship_model, "repin", lambda *a: (_ for _ in ()).throw(OSError("disk full")) if a[2] else a[0])
+    assert ship_model.main([str(dotted / "best.pt"), "--name", "seed", "--root", str(root)]) == 1
+    assert _snapshot(root) == before  # the failed staging left nothing behind
+    monkeypatch.undo()
+    monkeypatch.setattr(fer_export, "export_onnx", _fake_export(calls))
+    assert ship_model.main([str(dotted / "best.pt"), "--name", "seed", "--root", str(root)]) == 0
+    source = (root / "fer_runtime" / "bundled.py").read_text()
+    for filename, content in (("seed.onnx", b"onnx"), ("seed-int8.onnx", b"onnx.int8"), ("seed-fp16.onnx", b"onnx.fp16")):
+        assert (root / "fer_runtime" / "models" / filename).read_bytes() == content
+        assert f'filename="{filename}",\n            sha256="{hashlib.sha256(content).hexdigest()}"' in source
+    assert (root / "models" / "seed" / "train.log").read_bytes() == (dotted.parent / "lr0.05.log").read_bytes()
+    assert not [p for p in root.rglob("*") if p.name.startswith(".")]  # no staging leftovers
+    twin = root / "benchmarks" / "twins" / "seed.pt"
+    twin.unlink()
+    twin.symlink_to(tmp_path)  # a stale link is replaced, not trusted
+    assert ship_model.main([str(dotted / "best.pt"), "--name", "seed", "--root", str(root), "--replace"]) == 0
+    assert twin.resolve() == (root / "models" / "seed" / "best.pt").resolve()
+    assert len(calls) == 3
 
 
 @pytest.mark.data

@@ -2,18 +2,19 @@
 
     python tools/ship_model.py runs/vgg-medium-kd/best.pt --name vgg-medium
 
-does, in order, and stops at the first failure with nothing half-written in the package:
+1. checks, before anything slow: the checkpoint is a finished run's best.pt with its metrics,
+   plots and log (default log: runs/RUN.log beside runs/RUN/); fer_runtime/bundled.py has entries
+   for NAME, NAME-int8 and NAME-fp16 (written by a person, any placeholder sha256 such as "":
+   this tool only pins the bytes); models/NAME is replaced only with --replace;
+2. exports fp32, int8 and fp16 with fer-export's checks (parity, int8 agreement);
+3. stages the three ONNX files, the new sha256 pins and models/NAME (checkpoint, metrics, plots,
+   log, export report), then switches them in with renames and links benchmarks/twins/NAME.pt to
+   the checkpoint, so `fer-bench --model NAME` finds its PyTorch twin.
 
-1. checks that ``fer_runtime/bundled.py`` already has entries for NAME, NAME-int8 and NAME-fp16
-   (descriptions are written by a person; this tool only pins the bytes);
-2. exports the checkpoint with ``fer-export`` (fp32, int8, fp16; parity and int8 agreement checked);
-3. copies the three ONNX files into ``fer_runtime/models/`` and rewrites their sha256 pins;
-4. copies the run's evidence (checkpoint, metrics, plots, log, export report) to ``models/NAME/``
-   and links ``benchmarks/twins/NAME.pt`` to the checkpoint, so ``fer-bench --model NAME`` finds it.
-
-An existing ``models/NAME/`` is replaced only with ``--replace``; ``--keep-old DIR`` moves it to DIR
-first (a model that taught the new one must stay reproducible). It prints the ``fer-bench``
-commands to run next: their figures belong in MODEL_CARD.md.
+A failure before the switch-over leaves the checkout as it was. --keep-old DIR moves the replaced
+models/NAME to DIR (relative to the current directory, like the other paths) first: a model that
+taught the new one must stay reproducible. It prints the fer-bench commands to run next; their
+figures belong in MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -38,99 +39,148 @@ class ShipError(RuntimeError):
 
 
 def repin(source: str, filename: str, digest: str) -> str:
-    """``bundled.py``'s text with the sha256 of the entry for ``filename`` replaced by ``digest``."""
-    pattern = re.compile(r'(filename="' + re.escape(filename) + r'",\s*sha256=")([0-9a-f]{64})(")')
+    """``bundled.py``'s text with the sha256 of the entry for ``filename`` replaced by ``digest``.
+
+    A new entry may carry any placeholder (``sha256=""``): only the filename has to match.
+    """
+    pattern = re.compile(r'(filename="' + re.escape(filename) + r'",\s*sha256=")([^"]*)(")')
     if len(pattern.findall(source)) != 1:
         raise ShipError(f"fer_runtime/bundled.py needs exactly one BundledModel with filename={filename!r} "
                         "(name, filename, sha256, description in that order); add it by hand first")
     return pattern.sub(lambda m: m.group(1) + digest + m.group(3), source)
 
 
-def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = None, data: Path | None = None,
-         replace: bool = False, keep_old: Path | None = None) -> dict[str, str]:
-    """Export ``checkpoint`` and bundle it as ``name`` under ``root``; returns filename -> sha256."""
-    from fer_export import export_onnx
-    from fer_train.data import file_sha256
-
+def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: bool,
+           keep_old: Path | None) -> tuple[Path, Path]:
+    """Every refusal that needs no export; returns (log, target). Writes nothing."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise ShipError(f"model name {name!r}: use lower-case letters, digits and dashes")
     if not checkpoint.is_file():
         raise ShipError(f"{checkpoint}: no such checkpoint")
+    if checkpoint.name != "best.pt":
+        raise ShipError(f"{checkpoint}: ship a run's best.pt (its metrics, plots and calibration describe that file)")
     run_dir = checkpoint.parent
     missing = [f for f in EVIDENCE if not (run_dir / f).is_file()]
     if missing:
         raise ShipError(f"{run_dir} lacks {', '.join(missing)}: ship a finished fer-train run")
-    log = log if log is not None else run_dir.with_suffix(".log")
+    log = log if log is not None else run_dir.parent / f"{run_dir.name}.log"
     if not log.is_file():
         raise ShipError(f"{log}: no training log (pass --log)")
-    bundled_py = root / "fer_runtime" / "bundled.py"
-    source = bundled_py.read_text()
-    for suffix in VARIANTS:  # fail before the slow export when an entry is missing
-        source = repin(source, f"{name}{suffix}.onnx", "0" * 64)
+    source = (root / "fer_runtime" / "bundled.py").read_text()
+    for suffix in VARIANTS:
+        repin(source, f"{name}{suffix}.onnx", "")
+    if not (root / "fer_runtime" / "models").is_dir() or not (root / "benchmarks" / "twins").is_dir():
+        raise ShipError(f"{root} is not a fer-edge checkout (no fer_runtime/models or benchmarks/twins)")
+    twin = root / "benchmarks" / "twins" / f"{name}.pt"
+    if twin.exists() and not twin.is_symlink():
+        raise ShipError(f"{twin} is a file, not a link to models/{name}/best.pt: move it away first")
     target = root / "models" / name
     if target.exists() and not replace:
         raise ShipError(f"{target} exists: pass --replace (and --keep-old DIR if it taught the new model)")
-    if keep_old is not None and keep_old.exists():
-        raise ShipError(f"{keep_old} exists already")
+    if keep_old is not None:
+        if not target.exists():
+            raise ShipError(f"--keep-old: there is no {target} to keep")
+        if keep_old.exists():
+            raise ShipError(f"--keep-old: {keep_old} exists already")
+        if keep_old.resolve().is_relative_to(target.resolve()):
+            raise ShipError(f"--keep-old: {keep_old} is inside {target}, which is replaced")
+    return log, target
 
+
+def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = None, data: Path | None = None,
+         replace: bool = False, keep_old: Path | None = None) -> dict[str, str]:
+    """Export ``checkpoint`` and bundle it as ``name`` under ``root``; returns filename -> sha256.
+
+    All checks run before the export, and the export and the new ``models/NAME`` are built in
+    staging places; the package is then switched over with renames only.
+    """
+    from fer_export import export_onnx
+    from fer_train.data import file_sha256
+
+    log, target = _check(checkpoint, name, root, log, replace, keep_old)
+    bundled_py = root / "fer_runtime" / "bundled.py"
+    package_dir = root / "fer_runtime" / "models"
+    twin = root / "benchmarks" / "twins" / f"{name}.pt"
+    staged_models = target.with_name(f".{name}.new")
+    staged_files: list[tuple[Path, Path]] = []  # (staging path, final path)
     with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / f"{name}.onnx"
-        report = export_onnx(checkpoint, staged, data=data, int8=True, fp16=True)  # raises ExportError on any failed check
-        print(report.summary().replace(tmp + "/", ""))
-        bundled_dir = Path("fer_runtime") / "models"  # the report names the files where they will live
-        report.path = str(bundled_dir / f"{name}.onnx")
-        for v in report.variants:
-            v.path = str(bundled_dir / f"{name}-{v.precision}.onnx")
-        (Path(tmp) / "export_report.json").write_text(json.dumps(report.to_dict(), indent=1))
-        digests = {}
-        source = bundled_py.read_text()
-        for suffix, export_suffix in VARIANTS.items():
-            produced = Path(tmp) / f"{name}{export_suffix}.onnx"
-            filename = f"{name}{suffix}.onnx"
-            digests[filename] = file_sha256(produced)
-            source = repin(source, filename, digests[filename])
-        # Past this point only copies and renames remain.
-        for suffix, export_suffix in VARIANTS.items():
-            shutil.copyfile(Path(tmp) / f"{name}{export_suffix}.onnx", root / "fer_runtime" / "models" / f"{name}{suffix}.onnx")
-        bundled_py.write_text(source)
+        try:
+            # export_onnx raises ExportError on any failed check
+            report = export_onnx(checkpoint, Path(tmp) / f"{name}.onnx", data=data, int8=True, fp16=True)
+            print(report.summary().replace(tmp + "/", ""))
+            report.path = f"fer_runtime/models/{name}.onnx"  # the report names the files where they will live
+            for v in report.variants:
+                v.path = f"fer_runtime/models/{name}-{v.precision}.onnx"
+            shutil.rmtree(staged_models, ignore_errors=True)
+            staged_models.mkdir(parents=True)
+            shutil.copy2(checkpoint, staged_models / "best.pt")
+            for f in EVIDENCE[1:]:
+                shutil.copy2(checkpoint.parent / f, staged_models / f)
+            shutil.copy2(log, staged_models / "train.log")
+            (staged_models / "export_report.json").write_text(json.dumps(report.to_dict(), indent=1))
+            digests = {}
+            source = bundled_py.read_text()
+            for suffix, export_suffix in VARIANTS.items():
+                filename = f"{name}{suffix}.onnx"
+                staging = package_dir / f".{filename}.tmp"
+                shutil.copyfile(Path(tmp) / f"{name}{export_suffix}.onnx", staging)
+                staged_files.append((staging, package_dir / filename))
+                digests[filename] = file_sha256(staging)
+                source = repin(source, filename, digests[filename])
+            staging = bundled_py.with_name(".bundled.py.tmp")
+            staging.write_text(source)
+            staged_files.append((staging, bundled_py))
+        except BaseException:
+            shutil.rmtree(staged_models, ignore_errors=True)
+            for staging, _ in staged_files:
+                staging.unlink(missing_ok=True)
+            raise
+    try:  # the switch-over: renames only
+        for staging, final in staged_files:
+            os.replace(staging, final)
         if target.exists():
             if keep_old is not None:
                 keep_old.parent.mkdir(parents=True, exist_ok=True)
-                target.rename(keep_old)
+                shutil.move(target, keep_old)
             else:
                 shutil.rmtree(target)
-        target.mkdir(parents=True)
-        for f in EVIDENCE:
-            shutil.copy2(run_dir / f, target / f)
-        shutil.copy2(log, target / "train.log")
-        shutil.copy2(Path(tmp) / "export_report.json", target / "export_report.json")
-    twin = root / "benchmarks" / "twins" / f"{name}.pt"
-    if not twin.is_symlink():
-        twin.symlink_to(os.path.relpath(target / "best.pt", twin.parent))
+        staged_models.rename(target)
+        link = twin.with_name(f".{twin.name}.tmp")
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(target / "best.pt", twin.parent))
+        os.replace(link, twin)
+    except OSError as exc:
+        raise ShipError(f"the package files and pins are updated, but finishing models/{name} or its twin failed: "
+                        f"{exc}; staged copy: {staged_models}") from exc
     return digests
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    from fer_export import ExportError
+
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="best.pt of a finished fer-train run")
-    parser.add_argument("--name", required=True, help="bundled model name (entries must exist in fer_runtime/bundled.py)")
-    parser.add_argument("--log", type=Path, help="the run's training log (default: <run dir>.log)")
+    parser.add_argument("--name", required=True, help="bundled model name (its entries must exist in bundled.py)")
+    parser.add_argument("--log", type=Path, help="the run's training log (default: runs/RUN.log for runs/RUN/best.pt)")
     parser.add_argument("--data", type=Path, help="FER2013 source for the export checks (default: fer-export's)")
     parser.add_argument("--replace", action="store_true", help="replace an existing models/NAME")
     parser.add_argument("--keep-old", type=Path, help="move the replaced models/NAME here first (e.g. experiments/X)")
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests ship into a scratch copy
     args = parser.parse_args(argv)
     try:
-        digests = ship(args.checkpoint, args.name, log=args.log, data=args.data, replace=args.replace or args.keep_old is not None,
-                       keep_old=args.keep_old)
-    except Exception as exc:  # ShipError, ExportError, OSError: the reason, not a traceback
+        digests = ship(args.checkpoint, args.name, root=args.root, log=args.log, data=args.data,
+                       replace=args.replace or args.keep_old is not None, keep_old=args.keep_old)
+    except (ShipError, ExportError, OSError) as exc:  # the reason, not a traceback; bugs still raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for filename, digest in digests.items():
         print(f"{filename}  {digest}")
     print(f"\nbundled as {args.name!r}. Next, and put the figures in MODEL_CARD.md:\n"
           f"  fer-bench accuracy --model {args.name} --no-progress -o benchmarks/results/{args.name}-accuracy\n"
-          f"  fer-bench --model {args.name} --no-progress -o benchmarks/results/{args.name}")
+          f"  fer-bench latency --model {args.name} --batch-sizes 1,256 --no-progress"
+          f" -o benchmarks/results/{args.name}")
     return 0
 
 
