@@ -4,6 +4,7 @@
     fer-bench --quick         # the same in under a minute
     fer-bench accuracy --model model.onnx --checkpoint best.pt --data fer2013.csv
     fer-bench latency --batch-sizes 1,32 --threads 1
+    fer-bench arch vgg-small vgg-small:widths=24-48-96-192   # latency of architectures before training
 """
 
 from __future__ import annotations
@@ -130,6 +131,41 @@ def latency(model: ModelOpt = "", checkpoint: CkptOpt = None, batch_sizes: Batch
             quick: QuickOpt = False, out_dir: OutOpt = Path("bench-results"), progress: ProgressOpt = True) -> None:
     """p50/p90/p99 latency and images/s per backend, batch size and thread count; model-only and end to end."""
     _run(model, checkpoint, None, "PublicTest", batch_sizes, threads, quick, out_dir, progress, False, True, False)
+
+
+@app.command("arch")
+def arch(
+    candidates: Annotated[list[str], typer.Argument(help="Architectures to compare, the first as reference: registry "
+                                                     "names, optionally with overrides, e.g. vgg-small:widths=24-48-96-192.")],
+    threads: ThreadOpt = "1,2",
+    rounds: Annotated[int, typer.Option(help="Timed calls per candidate, precision and thread count.")] = 300,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", "-o", help="Also write arch.json and arch.md here.")] = None,
+) -> None:
+    """Batch-1 latency of untrained architectures (random weights), fp32 and int8 ONNX, before training them.
+
+    fer-bench arch vgg-small vgg-small:widths=20-40-80-160 vgg-small:widths=24-48-96-192 --threads 1
+    """
+    import json
+
+    from fer_bench.candidates import markdown, run_candidates
+    from fer_bench.env import environment
+    from fer_bench.stats import parse_int_list
+    from fer_export import ExportError
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        thread_counts = parse_int_list(threads, "--threads")
+        result = run_candidates(candidates, thread_counts, rounds, progress=lambda m: typer.echo(m, err=True))
+    except (ValueError, ExportError) as exc:
+        _fail(str(exc), 2)
+    result = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": environment(), **result}
+    table = markdown(result)
+    typer.echo(table, nl=False)
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "arch.json").write_text(json.dumps(result, indent=1))
+        (out_dir / "arch.md").write_text(f"`{result['command']}`\n\n{table}")
+        typer.echo(f"wrote {out_dir / 'arch.json'} and {out_dir / 'arch.md'}")
 
 
 def run() -> None:

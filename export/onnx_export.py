@@ -134,7 +134,9 @@ def _load_model(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
     return model, ckpt
 
 
-def _to_onnx(model: Any, size: int, path: Path, opset: int) -> None:
+def to_onnx(model: Any, size: int, path: Path, opset: int = OPSET) -> None:
+    """``model`` (eval mode, N x 1 x size x size in, N x 7 logits out) to an ONNX file with a dynamic
+    batch axis; no metadata and no checks (``export_onnx`` adds both). Raises ExportError."""
     import torch
 
     batch = torch.export.Dim("batch", min=1)
@@ -218,7 +220,7 @@ def _variant_report(path: Path, precision: str, session: Any, x_test: np.ndarray
                          float((fp32_pred == y_test).mean()), float((pred == fp32_pred).mean()), len(y_test))
 
 
-def _quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray) -> None:
+def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray) -> None:
     """Static QDQ quantization: int8 per-channel weights, uint8 activations, percentile calibration.
 
     The first convolution (raw pixels in) and the last linear layer (logits out) stay in float:
@@ -343,7 +345,7 @@ def export_onnx(
     }
     with _staging(output.parent) as stage:
         tmp = stage / output.name
-        _to_onnx(model, pcfg.size, tmp, opset)
+        to_onnx(model, pcfg.size, tmp, opset)
         _add_metadata(tmp, meta)
         _check_onnx(tmp)
         session = _session(tmp)
@@ -361,7 +363,7 @@ def export_onnx(
             train_faces = fer.split("Training")
             pick = np.random.default_rng(0).choice(len(train_faces), min(calibration_faces, len(train_faces)), replace=False)
             calib = preprocess(train_faces.images[np.sort(pick)], pcfg)  # Training faces only, never test data
-            conversions.append(("int8", lambda src, dst: _quantize_int8(src, dst, calib)))
+            conversions.append(("int8", lambda src, dst: quantize_int8(src, dst, calib)))
         if fp16:
             conversions.append(("fp16", _convert_fp16))
         staged = [(tmp, output)]

@@ -128,3 +128,36 @@ def test_twin_must_match_the_model(tmp_path):
     x = torch.zeros(1, 1, 48, 48)
     assert model(x).shape == (1, 7)
     assert np.isfinite(model(x).detach().numpy()).all()
+
+
+def test_arch_spec_parsing():
+    from fer_bench.candidates import parse_spec
+
+    assert parse_spec("vgg") == ("vgg", {})
+    assert parse_spec("vgg-small:widths=24-48-96-192,dropout=0.2") == (
+        "vgg-small", {"widths": (24, 48, 96, 192), "dropout": 0.2})
+    assert parse_spec("vgg:blocks=1-2-2-3") == ("vgg", {"blocks": (1, 2, 2, 3)})
+    for bad in ("vgg:widths", "vgg:=3", "vgg:widths=a-b"):
+        with pytest.raises(ValueError, match="vgg"):
+            parse_spec(bad)
+
+
+def test_arch_times_untrained_candidates(tmp_path):
+    from fer_bench.candidates import run_candidates
+    from fer_train.models import build_model, count_parameters
+
+    specs = ["vgg-small:widths=8-16-32-64", "vgg-small:widths=8-16-32-64,blocks=1-1-1-1"]
+    result = run_candidates(specs, [1], rounds=10)
+    assert [c["parameters"] for c in result["candidates"]] == [
+        count_parameters(build_model("vgg-small", widths=(8, 16, 32, 64))),
+        count_parameters(build_model("vgg-small", widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1)))]
+    rows = {(r["spec"], r["precision"]): r for r in result["latency"]}
+    assert len(rows) == 4 and all(r["runs"] == 10 and r["p50_ms"] > 0 for r in rows.values())
+    assert rows[(specs[0], "int8")]["ratio_to_first"] == 1.0
+    assert result["candidates"][1]["mflop"] < result["candidates"][0]["mflop"]  # fewer convs, fewer FLOPs
+
+    done = _bench("arch", specs[0], "--threads", "1", "--rounds", "10", "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "| `vgg-small:widths=8-16-32-64` |" in done.stdout and (tmp_path / "arch.json").is_file()
+    bad = _bench("arch", "nope", "--rounds", "10")
+    assert bad.returncode == 2 and "unknown architecture 'nope'" in bad.stderr

@@ -1,0 +1,135 @@
+"""Latency of architectures before training them: ``fer-bench arch``.
+
+Training a candidate costs 40-110 minutes here; its batch-1 latency can be known in one. Each
+candidate is built with random weights (latency does not depend on their values), exported to
+ONNX fp32 and to static int8 the way ``fer-export`` does (calibrated on random faces: enough for
+timing, not for accuracy), and timed model-only at batch 1 with ONNX Runtime, all candidates
+interleaved call by call (idle worker threads sleeping, as in ``fer-bench latency``). Ratios are
+medians of per-round ratios against the first candidate of the same precision.
+
+A candidate is a registered architecture name, optionally with overrides:
+``vgg-small:widths=24-48-96-192,dropout=0.2`` (dash-separated values make a tuple).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_bench.stats import interleaved, paired_ratio, percentiles
+
+PRECISIONS = ("fp32", "int8")
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``'vgg:widths=24-48-96-192,dropout=0.2'`` -> ``('vgg', {'widths': (24, 48, 96, 192), 'dropout': 0.2})``."""
+
+    def number(text: str) -> int | float:
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+    name, _, rest = spec.partition(":")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key or not value:
+            raise ValueError(f"{spec!r}: overrides look like key=value, got {item!r}")
+        try:
+            overrides[key] = tuple(number(v) for v in value.split("-")) if "-" in value.lstrip("-") else number(value)
+        except ValueError:
+            raise ValueError(f"{spec!r}: {key} must be a number or dash-separated numbers, got {value!r}") from None
+    return name, overrides
+
+
+def export_candidates(specs: Sequence[str], folder: Path, seed: int = 0) -> list[dict[str, Any]]:
+    """Build, describe and export each candidate (fp32 and int8) into ``folder``. Raises ValueError on a bad spec."""
+    import torch
+
+    from fer_bench.flops import count_flops
+    from fer_export.onnx_export import quantize_int8, to_onnx
+    from fer_train.models import build_model, count_parameters
+
+    calib = np.random.default_rng(seed).normal(size=(64, 1, 48, 48)).astype(np.float32)
+    out = []
+    for i, spec in enumerate(specs):
+        name, overrides = parse_spec(spec)
+        torch.manual_seed(seed)
+        model = build_model(name, **overrides).eval()
+        fp32, int8 = folder / f"c{i}.onnx", folder / f"c{i}.int8.onnx"
+        to_onnx(model, 48, fp32)
+        quantize_int8(fp32, int8, calib)
+        out.append({"spec": spec, "arch": name, "overrides": {k: list(v) if isinstance(v, tuple) else v
+                                                               for k, v in overrides.items()},
+                    "parameters": count_parameters(model), "mflop": count_flops(model) / 1e6,
+                    "files": {"fp32": fp32, "int8": int8}})
+    return out
+
+
+def time_candidates(candidates: list[dict[str, Any]], thread_counts: Sequence[int], rounds: int,
+                    progress: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """Batch-1 model-only latency of every (candidate, precision) per thread count, interleaved."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).normal(size=(1, 1, 48, 48)).astype(np.float32)
+    rows = []
+    for threads in thread_counts:
+        progress(f"{threads} thread(s)")
+        runners = {}
+        for c in candidates:
+            for precision in PRECISIONS:
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+                opts.log_severity_level = 3
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                session = ort.InferenceSession(str(c["files"][precision]), opts, providers=["CPUExecutionProvider"])
+                feed = {session.get_inputs()[0].name: x}
+                runners[(c["spec"], precision)] = (session, feed)
+        for session, feed in runners.values():
+            for _ in range(20):  # warm-up
+                session.run(None, feed)
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
+        for _, key in interleaved(list(runners), rounds):
+            session, feed = runners[key]
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            times[key].append(time.perf_counter() - t0)
+        first = candidates[0]["spec"]
+        for c in candidates:
+            for precision in PRECISIONS:
+                t = times[(c["spec"], precision)]
+                rows.append({"spec": c["spec"], "precision": precision, "threads": threads, **percentiles(t),
+                             "ratio_to_first": paired_ratio(t, times[(first, precision)])})
+    return rows
+
+
+def run_candidates(specs: Sequence[str], thread_counts: Sequence[int], rounds: int,
+                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    if not specs:
+        raise ValueError("name at least one architecture")
+    if rounds < 10:
+        raise ValueError("--rounds must be at least 10")
+    with tempfile.TemporaryDirectory() as tmp:
+        progress("exporting")
+        candidates = export_candidates(specs, Path(tmp))
+        rows = time_candidates(candidates, thread_counts, rounds, progress)
+    for c in candidates:
+        del c["files"]
+    return {"candidates": candidates, "latency": rows, "rounds": rounds}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| candidate | parameters | MFLOP | threads | precision | p50 ms | p90 ms | vs first |",
+             "|---|---|---|---|---|---|---|---|"]
+    info = {c["spec"]: c for c in result["candidates"]}
+    for r in result["latency"]:
+        c = info[r["spec"]]
+        lines.append(f"| `{r['spec']}` | {c['parameters']:,} | {c['mflop']:.1f} | {r['threads']} | {r['precision']} | "
+                     f"{r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['ratio_to_first']:.2f}x |")
+    return "\n".join(lines) + "\n"
