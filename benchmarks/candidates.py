@@ -4,11 +4,13 @@ Training a candidate costs 40-110 minutes here; its batch-1 latency can be known
 candidate is built with random weights (latency does not depend on their values), exported to
 ONNX fp32 and to static int8 the way ``fer-export`` does (calibrated on random faces: enough for
 timing, not for accuracy), and timed model-only at batch 1 with ONNX Runtime, all candidates
-interleaved call by call (idle worker threads sleeping, as in ``fer-bench latency``). Ratios are
-medians of per-round ratios against the first candidate of the same precision.
+interleaved call by call in a fresh random order each round (idle worker threads sleeping, as in
+``fer-bench latency``). Ratios are medians of per-round ratios against the first candidate of the
+same precision.
 
-A candidate is a registered architecture name, optionally with overrides:
-``vgg-small:widths=24-48-96-192,dropout=0.2`` (dash-separated values make a tuple).
+A candidate is a registered architecture name, optionally with overrides of its builder's
+arguments: ``vgg-small:widths=24-48-96-192,blocks=1-2-2-3`` (tuples dash-separated). Input size,
+channels and classes are fixed: they are the runtime's contract.
 """
 
 from __future__ import annotations
@@ -21,30 +23,47 @@ from typing import Any
 
 import numpy as np
 
-from fer_bench.stats import interleaved, paired_ratio, percentiles
+from fer_bench.stats import paired_ratio, percentiles
 
 PRECISIONS = ("fp32", "int8")
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``'vgg:widths=24-48-96-192,dropout=0.2'`` -> ``('vgg', {'widths': (24, 48, 96, 192), 'dropout': 0.2})``."""
+FIXED = ("in_channels", "num_classes", "input_size")  # the runtime's input and output: not for timing here
 
-    def number(text: str) -> int | float:
-        try:
-            return int(text)
-        except ValueError:
-            return float(text)
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``'vgg:widths=24-48-96-192,dropout=0.2'`` -> ``('vgg', {'widths': (24, 48, 96, 192), 'dropout': 0.2})``.
+
+    Each value takes the type of the architecture's default (a tuple, an int or a float), so a
+    wrong type is a ValueError naming the spec, and so is an unknown name or argument.
+    """
+    from fer_train.models import ARCHITECTURES, arch_args
 
     name, _, rest = spec.partition(":")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"{spec!r}: unknown architecture {name!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+    defaults = ARCHITECTURES[name][1]
     overrides: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key or not value:
             raise ValueError(f"{spec!r}: overrides look like key=value, got {item!r}")
+        if key not in defaults or key in FIXED:
+            allowed = sorted(k for k in defaults if k not in FIXED)
+            raise ValueError(f"{spec!r}: {key!r} cannot be overridden; {name} takes {', '.join(allowed)}")
+        default = defaults[key]
         try:
-            overrides[key] = tuple(number(v) for v in value.split("-")) if "-" in value.lstrip("-") else number(value)
+            if isinstance(default, tuple):
+                overrides[key] = tuple(int(v) for v in value.split("-"))
+            else:
+                overrides[key] = type(default)(value)
         except ValueError:
-            raise ValueError(f"{spec!r}: {key} must be a number or dash-separated numbers, got {value!r}") from None
+            kind = "dash-separated integers" if isinstance(default, tuple) else type(default).__name__
+            raise ValueError(f"{spec!r}: {key} must be {kind}, got {value!r}") from None
+    try:
+        arch_args(name, **overrides)  # builds it once: inconsistent overrides fail here, before any export
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
     return name, overrides
 
 
@@ -53,18 +72,23 @@ def export_candidates(specs: Sequence[str], folder: Path, seed: int = 0) -> list
     import torch
 
     from fer_bench.flops import count_flops
-    from fer_export.onnx_export import quantize_int8, to_onnx
+    from fer_export.onnx_export import ExportError, quantize_int8, to_onnx
     from fer_train.models import build_model, count_parameters
 
+    if len(set(specs)) != len(specs):
+        raise ValueError("each candidate may be named once")
+    parsed = [parse_spec(spec) for spec in specs]  # every spec checked before the first (slow) export
     calib = np.random.default_rng(seed).normal(size=(64, 1, 48, 48)).astype(np.float32)
     out = []
-    for i, spec in enumerate(specs):
-        name, overrides = parse_spec(spec)
+    for i, (spec, (name, overrides)) in enumerate(zip(specs, parsed)):
         torch.manual_seed(seed)
         model = build_model(name, **overrides).eval()
         fp32, int8 = folder / f"c{i}.onnx", folder / f"c{i}.int8.onnx"
         to_onnx(model, 48, fp32)
-        quantize_int8(fp32, int8, calib)
+        try:
+            quantize_int8(fp32, int8, calib)
+        except Exception as exc:  # onnxruntime's quantizer raises many types
+            raise ExportError(f"{spec!r}: int8 quantization failed: {type(exc).__name__}: {exc}") from exc
         out.append({"spec": spec, "arch": name, "overrides": {k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in overrides.items()},
                     "parameters": count_parameters(model), "mflop": count_flops(model) / 1e6,
@@ -95,11 +119,14 @@ def time_candidates(candidates: list[dict[str, Any]], thread_counts: Sequence[in
             for _ in range(20):  # warm-up
                 session.run(None, feed)
         times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
-        for _, key in interleaved(list(runners), rounds):
-            session, feed = runners[key]
-            t0 = time.perf_counter()
-            session.run(None, feed)
-            times[key].append(time.perf_counter() - t0)
+        keys = list(runners)
+        order = np.random.default_rng(threads)
+        for _ in range(rounds):  # every contender once per round, in a fresh order each round, so none
+            for k in order.permutation(len(keys)):  # always runs right after the same neighbour
+                session, feed = runners[keys[k]]
+                t0 = time.perf_counter()
+                session.run(None, feed)
+                times[keys[k]].append(time.perf_counter() - t0)
         first = candidates[0]["spec"]
         for c in candidates:
             for precision in PRECISIONS:

@@ -156,8 +156,10 @@ def arch(
     try:
         thread_counts = parse_int_list(threads, "--threads")
         result = run_candidates(candidates, thread_counts, rounds, progress=lambda m: typer.echo(m, err=True))
-    except (ValueError, ExportError) as exc:
+    except ValueError as exc:  # a bad spec or option: usage
         _fail(str(exc), 2)
+    except ExportError as exc:  # a candidate that does not export or quantize
+        _fail(str(exc), 1)
     result = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": environment(), **result}
     table = markdown(result)
     typer.echo(table, nl=False)

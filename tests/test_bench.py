@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -136,28 +137,45 @@ def test_arch_spec_parsing():
     assert parse_spec("vgg") == ("vgg", {})
     assert parse_spec("vgg-small:widths=24-48-96-192,dropout=0.2") == (
         "vgg-small", {"widths": (24, 48, 96, 192), "dropout": 0.2})
-    assert parse_spec("vgg:blocks=1-2-2-3") == ("vgg", {"blocks": (1, 2, 2, 3)})
-    for bad in ("vgg:widths", "vgg:=3", "vgg:widths=a-b"):
-        with pytest.raises(ValueError, match="vgg"):
-            parse_spec(bad)
+    assert parse_spec("vgg:blocks=1-2-2-3,dropout=0") == ("vgg", {"blocks": (1, 2, 2, 3), "dropout": 0.0})
+    assert parse_spec("vgg:widths=64,blocks=1") == ("vgg", {"widths": (64,), "blocks": (1,)})  # one stage
+    bad = {
+        "nope": "unknown architecture 'nope'",
+        "vgg:widths": "key=value",
+        "vgg:=3": "key=value",
+        "vgg:widths=a-b": "widths must be dash-separated integers",
+        "vgg:widths=24.0-48-96-192": "widths must be dash-separated integers",
+        "vgg:dropout=high": "dropout must be float",
+        "seed:padding=0.5": "padding must be int",
+        "vgg:foo=1": "'foo' cannot be overridden; vgg takes blocks, dropout, widths",
+        "vgg:input_size=64": "'input_size' cannot be overridden",
+        "vgg:widths=8-16": "equal length",
+    }
+    for spec, message in bad.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_spec(spec)
 
 
+@pytest.mark.slow
 def test_arch_times_untrained_candidates(tmp_path):
     from fer_bench.candidates import run_candidates
     from fer_train.models import build_model, count_parameters
 
-    specs = ["vgg-small:widths=8-16-32-64", "vgg-small:widths=8-16-32-64,blocks=1-1-1-1"]
-    result = run_candidates(specs, [1], rounds=10)
+    specs = ["vgg-small:widths=8-16-32-64", "vgg-small:widths=64-128-256-512"]  # 64x the FLOPs
+    result = run_candidates(specs, [1], rounds=20)
     assert [c["parameters"] for c in result["candidates"]] == [
         count_parameters(build_model("vgg-small", widths=(8, 16, 32, 64))),
-        count_parameters(build_model("vgg-small", widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1)))]
+        count_parameters(build_model("vgg-small", widths=(64, 128, 256, 512)))]
     rows = {(r["spec"], r["precision"]): r for r in result["latency"]}
-    assert len(rows) == 4 and all(r["runs"] == 10 and r["p50_ms"] > 0 for r in rows.values())
-    assert rows[(specs[0], "int8")]["ratio_to_first"] == 1.0
-    assert result["candidates"][1]["mflop"] < result["candidates"][0]["mflop"]  # fewer convs, fewer FLOPs
+    assert len(rows) == 4 and all(r["runs"] == 20 and r["p50_ms"] > 0 for r in rows.values())
+    for precision in ("fp32", "int8"):  # the timed files are the candidates', and the ratio says so
+        assert rows[(specs[1], precision)]["ratio_to_first"] > 1.5
+    with pytest.raises(ValueError, match="once"):
+        run_candidates([specs[0], specs[0]], [1], rounds=10)
 
     done = _bench("arch", specs[0], "--threads", "1", "--rounds", "10", "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "| `vgg-small:widths=8-16-32-64` |" in done.stdout and (tmp_path / "arch.json").is_file()
-    bad = _bench("arch", "nope", "--rounds", "10")
-    assert bad.returncode == 2 and "unknown architecture 'nope'" in bad.stderr
+    for spec, message in (("nope", "unknown architecture 'nope'"), ("vgg:widths=32-64", "equal length")):
+        bad = _bench("arch", spec, "--rounds", "10")
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -321,6 +322,10 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
                    check=True, capture_output=True, timeout=600)
     wheel = next(wheels.glob("fer_edge-*.whl"))
+    with zipfile.ZipFile(wheel) as z:  # every bundled model and every PyTorch twin travels in the wheel
+        names = set(z.namelist())
+    assert {f"fer_runtime/models/{m.filename}" for m in BUNDLED_MODELS.values()} <= names
+    assert {f"fer_bench/twins/{p.name}" for p in (REPO / "benchmarks" / "twins").glob("*.pt")} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
@@ -332,6 +337,8 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
         "from fer_runtime import EmotionRecognizer\n"
         f"face = np.load({str(tmp_path / 'face.npy')!r})\n"
         "p = EmotionRecognizer().predict_one(face)\n"
+        "from fer_runtime.bundled import BUNDLED_MODELS, read_bundled\n"
+        "assert all(read_bundled(n) for n in BUNDLED_MODELS)  # present and sha256-checked\n"
         "deps = sorted(r.split(';')[0].split('>')[0].split('=')[0].strip() for r in md.requires('fer-edge') if 'extra' not in r)\n"
         "for mod in ('torch', 'cv2', 'PIL', 'typer', 'pandas'):\n"
         "    try:\n"

@@ -90,6 +90,7 @@ def test_refuses_before_exporting(tmp_path, monkeypatch):
         "there is no": dict(name="vgg-small", keep_old=tmp_path / "old"),
         "exists already": dict(name="seed", replace=True, keep_old=run),
         "is a file": dict(name="vgg", replace=True),
+        "is a seed checkpoint, not vgg-small": dict(name="vgg-small"),
     }
     for message, kwargs in refusals.items():
         with pytest.raises(ship_model.ShipError, match=message):
@@ -97,6 +98,10 @@ def test_refuses_before_exporting(tmp_path, monkeypatch):
     shutil.copy(run / "best.pt", run / "last.pt")
     with pytest.raises(ship_model.ShipError, match="best.pt"):
         ship_model.ship(run / "last.pt", "seed", root=root, replace=True)
+    (root / "models" / ".seed.new").mkdir()
+    with pytest.raises(ship_model.ShipError, match="interrupted"):
+        ship_model.ship(run / "best.pt", "seed", root=root, replace=True)
+    (root / "models" / ".seed.new").rmdir()
     (run / "curves.png").unlink()
     with pytest.raises(ship_model.ShipError, match="curves.png"):
         ship_model.ship(run / "best.pt", "seed", root=root, replace=True)

@@ -5,15 +5,17 @@
 1. checks, before anything slow: the checkpoint is a finished run's best.pt with its metrics,
    plots and log (default log: runs/RUN.log beside runs/RUN/); fer_runtime/bundled.py has entries
    for NAME, NAME-int8 and NAME-fp16 (written by a person, any placeholder sha256 such as "":
-   this tool only pins the bytes); models/NAME is replaced only with --replace;
+   this tool only pins the bytes); the checkpoint's architecture is NAME (or --other-arch);
+   models/NAME is replaced only with --replace;
 2. exports fp32, int8 and fp16 with fer-export's checks (parity, int8 agreement);
 3. stages the three ONNX files, the new sha256 pins and models/NAME (checkpoint, metrics, plots,
    log, export report), then switches them in with renames and links benchmarks/twins/NAME.pt to
    the checkpoint, so `fer-bench --model NAME` finds its PyTorch twin.
 
-A failure before the switch-over leaves the checkout as it was. --keep-old DIR moves the replaced
-models/NAME to DIR (relative to the current directory, like the other paths) first: a model that
-taught the new one must stay reproducible. It prints the fer-bench commands to run next; their
+A failure before the switch-over (everything slow, every check) leaves the checkout as it was; the
+switch-over itself is a handful of renames. --keep-old DIR moves the replaced models/NAME to DIR
+(relative to the current directory, like the other paths): a model that taught the new one must
+stay reproducible. It prints the fer-bench commands to run next; their
 figures belong in MODEL_CARD.md.
 """
 
@@ -51,7 +53,7 @@ def repin(source: str, filename: str, digest: str) -> str:
 
 
 def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: bool,
-           keep_old: Path | None) -> tuple[Path, Path]:
+           keep_old: Path | None, other_arch: bool) -> tuple[Path, Path]:
     """Every refusal that needs no export; returns (log, target). Writes nothing."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise ShipError(f"model name {name!r}: use lower-case letters, digits and dashes")
@@ -66,7 +68,7 @@ def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: b
     log = log if log is not None else run_dir.parent / f"{run_dir.name}.log"
     if not log.is_file():
         raise ShipError(f"{log}: no training log (pass --log)")
-    source = (root / "fer_runtime" / "bundled.py").read_text()
+    source = (root / "fer_runtime" / "bundled.py").read_text(encoding="utf-8")
     for suffix in VARIANTS:
         repin(source, f"{name}{suffix}.onnx", "")
     if not (root / "fer_runtime" / "models").is_dir() or not (root / "benchmarks" / "twins").is_dir():
@@ -84,11 +86,20 @@ def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: b
             raise ShipError(f"--keep-old: {keep_old} exists already")
         if keep_old.resolve().is_relative_to(target.resolve()):
             raise ShipError(f"--keep-old: {keep_old} is inside {target}, which is replaced")
+    for leftover in (target.with_name(f".{name}.new"), target.with_name(f".{name}.old")):
+        if leftover.exists():
+            raise ShipError(f"{leftover} is left from an interrupted ship: look at it, then remove it")
+    from fer_train.checkpoint import load_checkpoint
+
+    arch = load_checkpoint(checkpoint).get("arch")
+    if arch != name and not other_arch:
+        raise ShipError(f"{checkpoint} is a {arch} checkpoint, not {name}: pass --other-arch if that is meant "
+                        f"(and check the descriptions in bundled.py)")
     return log, target
 
 
 def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = None, data: Path | None = None,
-         replace: bool = False, keep_old: Path | None = None) -> dict[str, str]:
+         replace: bool = False, keep_old: Path | None = None, other_arch: bool = False) -> dict[str, str]:
     """Export ``checkpoint`` and bundle it as ``name`` under ``root``; returns filename -> sha256.
 
     All checks run before the export, and the export and the new ``models/NAME`` are built in
@@ -97,7 +108,7 @@ def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = N
     from fer_export import export_onnx
     from fer_train.data import file_sha256
 
-    log, target = _check(checkpoint, name, root, log, replace, keep_old)
+    log, target = _check(checkpoint, name, root, log, replace, keep_old, other_arch)
     bundled_py = root / "fer_runtime" / "bundled.py"
     package_dir = root / "fer_runtime" / "models"
     twin = root / "benchmarks" / "twins" / f"{name}.pt"
@@ -111,15 +122,13 @@ def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = N
             report.path = f"fer_runtime/models/{name}.onnx"  # the report names the files where they will live
             for v in report.variants:
                 v.path = f"fer_runtime/models/{name}-{v.precision}.onnx"
-            shutil.rmtree(staged_models, ignore_errors=True)
             staged_models.mkdir(parents=True)
-            shutil.copy2(checkpoint, staged_models / "best.pt")
-            for f in EVIDENCE[1:]:
+            for f in EVIDENCE:  # best.pt included: _check made sure the checkpoint is the run's best.pt
                 shutil.copy2(checkpoint.parent / f, staged_models / f)
             shutil.copy2(log, staged_models / "train.log")
             (staged_models / "export_report.json").write_text(json.dumps(report.to_dict(), indent=1))
             digests = {}
-            source = bundled_py.read_text()
+            source = bundled_py.read_text(encoding="utf-8")
             for suffix, export_suffix in VARIANTS.items():
                 filename = f"{name}{suffix}.onnx"
                 staging = package_dir / f".{filename}.tmp"
@@ -128,30 +137,33 @@ def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = N
                 digests[filename] = file_sha256(staging)
                 source = repin(source, filename, digests[filename])
             staging = bundled_py.with_name(".bundled.py.tmp")
-            staging.write_text(source)
+            staging.write_text(source, encoding="utf-8")
             staged_files.append((staging, bundled_py))
         except BaseException:
             shutil.rmtree(staged_models, ignore_errors=True)
             for staging, _ in staged_files:
                 staging.unlink(missing_ok=True)
             raise
-    try:  # the switch-over: renames only
-        for staging, final in staged_files:
-            os.replace(staging, final)
+    old = target.with_name(f".{name}.old")
+    try:  # the switch-over: renames only; the old models/NAME is set aside, not deleted, until the end
         if target.exists():
-            if keep_old is not None:
-                keep_old.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(target, keep_old)
-            else:
-                shutil.rmtree(target)
+            target.rename(old)
         staged_models.rename(target)
         link = twin.with_name(f".{twin.name}.tmp")
         link.unlink(missing_ok=True)
         link.symlink_to(os.path.relpath(target / "best.pt", twin.parent))
         os.replace(link, twin)
+        for staging, final in staged_files:
+            os.replace(staging, final)
     except OSError as exc:
-        raise ShipError(f"the package files and pins are updated, but finishing models/{name} or its twin failed: "
-                        f"{exc}; staged copy: {staged_models}") from exc
+        raise ShipError(f"switching to the new files failed part-way: {exc}. Compare models/{name}, {old.name}, "
+                        f"{staged_models.name} and the .tmp files in fer_runtime/ with git status") from exc
+    if old.exists():
+        if keep_old is not None:
+            keep_old.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(old, keep_old)
+        else:
+            shutil.rmtree(old)
     return digests
 
 
@@ -167,11 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="FER2013 source for the export checks (default: fer-export's)")
     parser.add_argument("--replace", action="store_true", help="replace an existing models/NAME")
     parser.add_argument("--keep-old", type=Path, help="move the replaced models/NAME here first (e.g. experiments/X)")
+    parser.add_argument("--other-arch", action="store_true",
+                        help="ship a checkpoint whose architecture differs from NAME")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests ship into a scratch copy
     args = parser.parse_args(argv)
     try:
         digests = ship(args.checkpoint, args.name, root=args.root, log=args.log, data=args.data,
-                       replace=args.replace or args.keep_old is not None, keep_old=args.keep_old)
+                       replace=args.replace or args.keep_old is not None, keep_old=args.keep_old,
+                       other_arch=args.other_arch)
     except (ShipError, ExportError, OSError) as exc:  # the reason, not a traceback; bugs still raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
