@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_bench.stats import paired_ratio, percentiles
+from fer_bench.stats import interleaved, paired_ratio, percentiles
 
 PRECISIONS = ("fp32", "int8")
 
@@ -119,14 +119,11 @@ def time_candidates(candidates: list[dict[str, Any]], thread_counts: Sequence[in
             for _ in range(20):  # warm-up
                 session.run(None, feed)
         times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
-        keys = list(runners)
-        order = np.random.default_rng(threads)
-        for _ in range(rounds):  # every contender once per round, in a fresh order each round, so none
-            for k in order.permutation(len(keys)):  # always runs right after the same neighbour
-                session, feed = runners[keys[k]]
-                t0 = time.perf_counter()
-                session.run(None, feed)
-                times[keys[k]].append(time.perf_counter() - t0)
+        for _, key in interleaved(list(runners), rounds, np.random.default_rng(threads)):
+            session, feed = runners[key]
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            times[key].append(time.perf_counter() - t0)
         first = candidates[0]["spec"]
         for c in candidates:
             for precision in PRECISIONS:

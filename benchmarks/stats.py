@@ -17,14 +17,15 @@ def percentiles(seconds: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(ms.mean()), "runs": len(ms)}
 
 
-def interleaved(names: Sequence[str], rounds: int) -> Iterator[tuple[int, str]]:
+def interleaved(names: Sequence[str], rounds: int, rng: np.random.Generator | None = None) -> Iterator[tuple[int, str]]:
     """(round, name) in the order A B C, A B C, ...: every contender runs once per round, so
-    slow drift of the machine (other load, clocks) lands on all of them alike."""
+    slow drift of the machine (other load, clocks) lands on all of them alike. With ``rng`` each
+    round takes a fresh random order, so no contender always runs right after the same neighbour."""
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     for r in range(rounds):
-        for name in names:
-            yield r, name
+        for k in (rng.permutation(len(names)) if rng is not None else range(len(names))):
+            yield r, names[k]
 
 
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:

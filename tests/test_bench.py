@@ -27,6 +27,9 @@ def test_percentiles_on_known_values():
 
 def test_interleaved_schedule_and_paired_ratio():
     assert list(interleaved(["a", "b"], 3)) == [(0, "a"), (0, "b"), (1, "a"), (1, "b"), (2, "a"), (2, "b")]
+    shuffled = list(interleaved(["a", "b", "c"], 20, np.random.default_rng(0)))
+    assert all(sorted(n for r, n in shuffled if r == k) == ["a", "b", "c"] for k in range(20))
+    assert len({tuple(n for r, n in shuffled if r == k) for k in range(20)}) > 1
     with pytest.raises(ValueError):
         list(interleaved(["a"], 0))
     # Drift that hits both contenders alike cancels in paired ratios.

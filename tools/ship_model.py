@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"": "", "-int8": ".int8", "-fp16": ".fp16"}  # bundled suffix -> fer-export suffix
@@ -52,9 +53,27 @@ def repin(source: str, filename: str, digest: str) -> str:
     return pattern.sub(lambda m: m.group(1) + digest + m.group(3), source)
 
 
+class Layout(NamedTuple):
+    """Where bundling ``name`` reads and writes, under a checkout's root."""
+
+    bundled_py: Path
+    package_dir: Path
+    twin: Path
+    target: Path  # models/NAME
+    staged: Path  # models/.NAME.new, built before the switch-over
+    old: Path  # models/.NAME.old, the replaced models/NAME until the end
+
+    @classmethod
+    def of(cls, root: Path, name: str) -> Layout:
+        models = root / "models"
+        return cls(root / "fer_runtime" / "bundled.py", root / "fer_runtime" / "models",
+                   root / "benchmarks" / "twins" / f"{name}.pt", models / name, models / f".{name}.new",
+                   models / f".{name}.old")
+
+
 def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: bool,
-           keep_old: Path | None, other_arch: bool) -> tuple[Path, Path]:
-    """Every refusal that needs no export; returns (log, target). Writes nothing."""
+           keep_old: Path | None, other_arch: bool) -> Path:
+    """Every refusal that needs no export; returns the log to ship. Writes nothing."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise ShipError(f"model name {name!r}: use lower-case letters, digits and dashes")
     if not checkpoint.is_file():
@@ -68,15 +87,15 @@ def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: b
     log = log if log is not None else run_dir.parent / f"{run_dir.name}.log"
     if not log.is_file():
         raise ShipError(f"{log}: no training log (pass --log)")
-    source = (root / "fer_runtime" / "bundled.py").read_text(encoding="utf-8")
+    paths = Layout.of(root, name)
+    source = paths.bundled_py.read_text(encoding="utf-8")
     for suffix in VARIANTS:
         repin(source, f"{name}{suffix}.onnx", "")
-    if not (root / "fer_runtime" / "models").is_dir() or not (root / "benchmarks" / "twins").is_dir():
+    if not paths.package_dir.is_dir() or not paths.twin.parent.is_dir():
         raise ShipError(f"{root} is not a fer-edge checkout (no fer_runtime/models or benchmarks/twins)")
-    twin = root / "benchmarks" / "twins" / f"{name}.pt"
+    twin, target = paths.twin, paths.target
     if twin.exists() and not twin.is_symlink():
         raise ShipError(f"{twin} is a file, not a link to models/{name}/best.pt: move it away first")
-    target = root / "models" / name
     if target.exists() and not replace:
         raise ShipError(f"{target} exists: pass --replace (and --keep-old DIR if it taught the new model)")
     if keep_old is not None:
@@ -86,7 +105,7 @@ def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: b
             raise ShipError(f"--keep-old: {keep_old} exists already")
         if keep_old.resolve().is_relative_to(target.resolve()):
             raise ShipError(f"--keep-old: {keep_old} is inside {target}, which is replaced")
-    for leftover in (target.with_name(f".{name}.new"), target.with_name(f".{name}.old")):
+    for leftover in (paths.staged, paths.old):
         if leftover.exists():
             raise ShipError(f"{leftover} is left from an interrupted ship: look at it, then remove it")
     from fer_train.checkpoint import load_checkpoint
@@ -95,7 +114,7 @@ def _check(checkpoint: Path, name: str, root: Path, log: Path | None, replace: b
     if arch != name and not other_arch:
         raise ShipError(f"{checkpoint} is a {arch} checkpoint, not {name}: pass --other-arch if that is meant "
                         f"(and check the descriptions in bundled.py)")
-    return log, target
+    return log
 
 
 def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = None, data: Path | None = None,
@@ -108,11 +127,8 @@ def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = N
     from fer_export import export_onnx
     from fer_train.data import file_sha256
 
-    log, target = _check(checkpoint, name, root, log, replace, keep_old, other_arch)
-    bundled_py = root / "fer_runtime" / "bundled.py"
-    package_dir = root / "fer_runtime" / "models"
-    twin = root / "benchmarks" / "twins" / f"{name}.pt"
-    staged_models = target.with_name(f".{name}.new")
+    log = _check(checkpoint, name, root, log, replace, keep_old, other_arch)
+    bundled_py, package_dir, twin, target, staged_models, old = Layout.of(root, name)
     staged_files: list[tuple[Path, Path]] = []  # (staging path, final path)
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -144,7 +160,6 @@ def ship(checkpoint: Path, name: str, *, root: Path = ROOT, log: Path | None = N
             for staging, _ in staged_files:
                 staging.unlink(missing_ok=True)
             raise
-    old = target.with_name(f".{name}.old")
     try:  # the switch-over: renames only; the old models/NAME is set aside, not deleted, until the end
         if target.exists():
             target.rename(old)
