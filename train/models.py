@@ -82,11 +82,11 @@ def vgg_gap(
 # name -> (builder, default arguments). Add architectures here; CLI choices come from this table.
 ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "seed": (seed_cnn, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48, "padding": 1, "dropout": 0.4}),
-    # The flagship candidate: about 1.1M parameters, 190 MFLOP per face.
+    # The first flagship (the default until vgg-deep): about 1.2M parameters, 192 MFLOP per face.
     "vgg": (vgg_gap, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48,
                       "widths": (32, 64, 128, 256), "blocks": (1, 2, 2, 2), "dropout": 0.3}),
-    # vgg with a third conv in the last (6x6) stage: +51% parameters, +22% FLOPs (235 MFLOP), a
-    # flagship candidate meant to stay inside the 2 ms fp32 budget (fer-bench decides).
+    # The flagship (fer_runtime's default): vgg with a third conv in the last (6x6) stage: +51%
+    # parameters, +22% FLOPs (235 MFLOP); fer-bench: 1.77 ms fp32 on 2 threads, inside the 2 ms budget.
     "vgg-deep": (vgg_gap, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48,
                            "widths": (32, 64, 128, 256), "blocks": (1, 2, 2, 3), "dropout": 0.3}),
     # The smallest: the same shape at half the width (a quarter of the FLOPs).

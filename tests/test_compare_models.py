@@ -1,0 +1,44 @@
+"""tools/compare_models.py: the paired statistics behind "is A better than B"."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("compare_models", REPO / "tools" / "compare_models.py")
+cm = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cm)
+
+
+def test_mcnemar_exact_matches_the_binomial_test():
+    assert cm.mcnemar_exact(0, 0) == 1.0
+    assert cm.mcnemar_exact(5, 5) == 1.0
+    assert cm.mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
+    assert cm.mcnemar_exact(10, 0) == cm.mcnemar_exact(0, 10)
+    # P(X <= 2 | n=12, 1/2) = (1 + 12 + 66) / 4096, doubled
+    assert cm.mcnemar_exact(2, 10) == pytest.approx(2 * 79 / 4096)
+    with pytest.raises(ValueError):
+        cm.mcnemar_exact(-1, 3)
+
+
+def test_paired_counts_only_the_discordant_faces():
+    a = np.array([1, 1, 0, 0, 1, 1], bool)
+    b = np.array([1, 0, 1, 0, 0, 1], bool)
+    r = cm.paired(a, b)
+    assert (r.n, r.only_a, r.only_b) == (6, 2, 1)
+    assert r.acc_a == pytest.approx(4 / 6) and r.acc_b == pytest.approx(3 / 6)
+    assert r.diff == pytest.approx(r.acc_a - r.acc_b)
+    lo, hi = r.ci95()
+    assert lo < r.diff < hi
+    assert cm.paired(a, a).ci95() == (0.0, 0.0)  # identical models: no uncertainty about the difference
+    with pytest.raises(ValueError):
+        cm.paired(a, b[:3])
+
+
+def test_unknown_model_fails_before_loading_data(capsys):
+    assert cm.main(["nope", "vgg", "--data", "/nonexistent"]) == 1
+    assert "no such model" in capsys.readouterr().err
