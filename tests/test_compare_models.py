@@ -34,6 +34,10 @@ def test_paired_counts_only_the_discordant_faces():
     assert r.diff == pytest.approx(r.acc_a - r.acc_b)
     lo, hi = r.ci95()
     assert lo < r.diff < hi
+    # pinned: the paired (Wald) interval, not that of two independent accuracies
+    big = cm.Paired(2872, 0.7068, 0.6943, 201, 165)
+    assert big.ci95() == pytest.approx((-0.000513, 0.025583), abs=1e-6)
+    assert big.mcnemar_p() == pytest.approx(0.0672, abs=1e-4)
     assert cm.paired(a, a).ci95() == (0.0, 0.0)  # identical models: no uncertainty about the difference
     with pytest.raises(ValueError):
         cm.paired(a, b[:3])
@@ -42,3 +46,13 @@ def test_paired_counts_only_the_discordant_faces():
 def test_unknown_model_fails_before_loading_data(capsys):
     assert cm.main(["nope", "vgg", "--data", "/nonexistent"]) == 1
     assert "no such model" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_a_model_against_itself_on_real_data(fer_path, capsys):
+    assert cm.main(["vgg-small", "vgg-small", "--data", str(fer_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["val", "PublicTest"]
+    assert "n=2872" in lines[0] and "n=3589" in lines[1]
+    for ln in lines:
+        assert "difference +0.00%" in ln and "only by vgg-small: 0, only by vgg-small: 0" in ln and "p = 1.000" in ln

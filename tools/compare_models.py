@@ -4,10 +4,10 @@
 
 For the validation split (the stratified 10% of Training that fer-train holds out) and PublicTest
 it prints each model's accuracy, the faces only one of them gets right, the accuracy difference
-with a 95% confidence interval, and McNemar's exact p-value. Pairing matters: two models that
-differ by half a point on 3,589 faces are far from "0.8 points of standard error each" apart when
-they agree on most faces, and far from significant when they disagree on many. Selection stays on
-validation; PublicTest is reported.
+with a 95% confidence interval, and McNemar's exact p-value. Pairing matters: two models scored on
+the same faces agree on most of them, so only the faces where they disagree decide which is better,
+and the uncertainty of the difference is not that of two independent accuracies. Selection stays
+on validation; PublicTest is reported.
 """
 
 from __future__ import annotations
@@ -71,14 +71,18 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Single crop, no flip TTA, the temperature does not change the argmax.")
     parser.add_argument("a", help="bundled model name or .onnx path")
     parser.add_argument("b", help="bundled model name or .onnx path")
-    parser.add_argument("--data", help="FER2013 source (default: $FER2013_PATH, else ../shared/data/fer2013)")
+    parser.add_argument("--data", help="FER2013 source (default: $FER2013_PATH, else ./data/fer2013 or "
+                        "../shared/data/fer2013); validation is fer-train's default split (10%%, seed 0)")
     args = parser.parse_args(argv)
 
-    from fer_runtime import EmotionRecognizer, FerError
+    from fer_runtime import LABELS, EmotionRecognizer, FerError
     from fer_train.data import DataError, default_data_path, load_fer2013, make_splits
 
     try:
         rec_a, rec_b = EmotionRecognizer(args.a), EmotionRecognizer(args.b)  # bad names fail before the data loads
+        for name, rec in ((args.a, rec_a), (args.b, rec_b)):
+            if tuple(rec.labels) != tuple(LABELS):
+                raise ValueError(f"{name} predicts {list(rec.labels)}, not FER2013's {list(LABELS)}")
         splits = make_splits(load_fer2013(args.data or default_data_path()))
         if splits.test is None:
             raise DataError("the data has no PublicTest rows")
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<10} n={r.n}: {args.a} {r.acc_a:.2%}, {args.b} {r.acc_b:.2%}; "
                   f"difference {r.diff:+.2%} (95% CI {lo:+.2%} to {hi:+.2%}); "
                   f"right only by {args.a}: {r.only_a}, only by {args.b}: {r.only_b}; McNemar exact p = {r.mcnemar_p():.3f}")
-    except (FerError, DataError, OSError) as exc:
+    except (FerError, ValueError, OSError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

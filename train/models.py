@@ -86,7 +86,8 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "vgg": (vgg_gap, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48,
                       "widths": (32, 64, 128, 256), "blocks": (1, 2, 2, 2), "dropout": 0.3}),
     # The flagship (fer_runtime's default): vgg with a third conv in the last (6x6) stage: +51%
-    # parameters, +22% FLOPs (235 MFLOP); fer-bench: 1.77 ms fp32 on 2 threads, inside the 2 ms budget.
+    # parameters, +22% FLOPs (235 MFLOP); fer-bench: 1.77 ms fp32 on 2 threads (model only, p50), inside
+    # the 2 ms budget by a small margin (end to end 1.8-2.0 ms).
     "vgg-deep": (vgg_gap, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48,
                            "widths": (32, 64, 128, 256), "blocks": (1, 2, 2, 3), "dropout": 0.3}),
     # The smallest: the same shape at half the width (a quarter of the FLOPs).
