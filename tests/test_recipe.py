@@ -10,6 +10,7 @@ import torch
 
 from fer_train.augment import AugmentConfig, augment, random_erase
 from fer_train.calibration import expected_calibration_error, fit_temperature, softmax
+from fer_train import engine
 from fer_train.engine import TrainConfig, class_weights, lr_factor
 from fer_train.models import build_model, count_parameters
 
@@ -33,6 +34,46 @@ def test_warmup_then_cosine():
     assert [lr_factor(plain, e) for e in range(4)] == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
     with pytest.raises(ValueError, match="warmup"):
         TrainConfig(epochs=3, warmup_epochs=3)
+
+
+def test_swa_schedule_decays_to_the_swa_lr_then_holds_it():
+    cfg = TrainConfig(epochs=10, lr=0.05, warmup_epochs=1, swa_start=7, swa_lr=0.01)
+    factors = [lr_factor(cfg, e) for e in range(10)]
+    assert factors[0] == pytest.approx(0.5) and factors[1] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(factors[1:6], factors[2:7]))  # cosine over epochs 2-6
+    assert factors[5] > 0.2 and factors[6:] == pytest.approx([0.2] * 4)  # 0.01 / 0.05 from epoch 7 on
+    fine_tune = TrainConfig(epochs=3, lr=0.05, swa_start=1)  # SWA from a trained model: constant lr / 5
+    assert fine_tune.swa_lr == pytest.approx(0.01) and [lr_factor(fine_tune, e) for e in range(3)] == pytest.approx([0.2] * 3)
+    assert [engine.in_swa_phase(cfg, e) for e in range(10)] == [False] * 6 + [True] * 4
+    for bad, message in (({"swa_start": 11}, "swa_start"), ({"swa_start": 2, "warmup_epochs": 2}, "warmup"),
+                         ({"swa_start": 2, "swa_lr": 0.0}, "swa_lr")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(epochs=10, **bad)
+
+
+def test_swa_update_is_the_running_mean_of_the_weights():
+    torch.manual_seed(0)
+    snapshots = [torch.nn.Linear(3, 2) for _ in range(4)]
+    average = torch.nn.Linear(3, 2)
+    for n, snap in enumerate(snapshots):
+        engine.swa_update(average, snap, n)
+    torch.testing.assert_close(average.weight, torch.stack([s.weight for s in snapshots]).mean(0))
+    torch.testing.assert_close(average.bias, torch.stack([s.bias for s in snapshots]).mean(0))
+
+
+def test_recomputed_batchnorm_statistics_are_those_of_the_whole_data():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    x = 3 + 2 * torch.randn(1100, 1, 8, 8)
+    rt = engine.Runtime(torch.device("cpu"), 0, 1, None, channels_last=False)
+    engine.recompute_batchnorm(net, x, rt, batch_size=500)  # three unequal batches
+    with torch.no_grad():
+        feats = net[0](x)
+    bn = net[1]
+    torch.testing.assert_close(bn.running_mean, feats.mean((0, 2, 3)), rtol=1e-5, atol=1e-5)
+    # The variance is the size-weighted mean of the batches' variances: the spread of their means is left out.
+    torch.testing.assert_close(bn.running_var, feats.var((0, 2, 3)), rtol=2e-3, atol=0)
+    assert bn.momentum == 0.1 and not net.training  # restored
 
 
 def test_class_weights_favour_rare_classes_and_average_one():

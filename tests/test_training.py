@@ -59,7 +59,8 @@ def test_short_training_lowers_the_loss_and_writes_everything(uninterrupted):
     assert best["epoch"] == best["metrics"]["best_epoch"]
 
 
-def test_resume_after_an_interruption_equals_the_uninterrupted_run(fer_path, tmp_path, monkeypatch, uninterrupted):
+def _train_interrupted_then_resumed(cfg: TrainConfig, monkeypatch) -> None:
+    """Train ``cfg``, stop it (KeyboardInterrupt) once its second epoch is saved, then resume it."""
     calls = {"n": 0}
     real = engine._write_history
 
@@ -70,12 +71,15 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(fer_path, tmp
             raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "_write_history", interrupt_after_two_epochs)
-    cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path), **TINY)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
-    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert load_checkpoint(Path(cfg.out_dir) / "last.pt")["epoch"] == 2
     monkeypatch.setattr(engine, "_write_history", real)
     train(cfg, resume=True)
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(fer_path, tmp_path, monkeypatch, uninterrupted):
+    _train_interrupted_then_resumed(TrainConfig(data=str(fer_path), out_dir=str(tmp_path), **TINY), monkeypatch)
     _assert_same_run(uninterrupted, tmp_path)
 
 
@@ -162,6 +166,54 @@ def test_distillation_from_a_teacher_checkpoint(fer_path, tmp_path, uninterrupte
     with pytest.raises(ValueError, match="expects preprocessing"):
         train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "b"), teacher=str(SEED_CHECKPOINT),
                           preprocess=engine.PreprocessConfig(size=40), **TINY))
+
+
+def test_swa_fine_tuning_from_a_checkpoint_averages_each_epoch_and_resumes_exactly(fer_path, tmp_path, monkeypatch,
+                                                                                    uninterrupted):
+    from fer_train.data import file_sha256
+
+    init = uninterrupted / "best.pt"
+    seen: list[dict[str, torch.Tensor]] = []
+    real = engine.swa_update
+
+    def record(average, model, n):
+        seen.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        real(average, model, n)
+
+    monkeypatch.setattr(engine, "swa_update", record)
+    cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "a"), init_from=str(init), swa_start=2,
+                      **{**TINY, "epochs": 4})
+    train(cfg)
+    last = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert len(seen) == last["swa_n"] == 3  # epochs 2, 3 and 4
+    for name in seen[0]:
+        torch.testing.assert_close(last["swa_state_dict"][name], torch.stack([s[name] for s in seen]).mean(0))
+    history = last["history"]
+    assert [row["swa_models"] for row in history] == [0, 1, 2, 3]
+    assert history[0]["raw_val_acc"] == history[0]["val_acc"]
+    assert [row["lr"] for row in history[1:]] == pytest.approx([cfg.lr / 5] * 3)
+    best = load_checkpoint(tmp_path / "a" / "best.pt")
+    assert best["init_from"]["sha256"] == file_sha256(init)
+    assert best["init_from"]["epoch"] == load_checkpoint(init)["epoch"]
+    if best["epoch"] >= 2:  # an epoch of the averaging phase won: best.pt holds the average
+        assert best["metrics"]["swa_models"] == best["epoch"] - 1
+    # Fine-tuning started from the trained weights: its first epoch already validates near them.
+    assert history[0]["val_acc"] > 0.8 * load_checkpoint(init)["metrics"]["best_val_acc"]
+
+    monkeypatch.setattr(engine, "swa_update", real)
+    resumed = TrainConfig(**{**cfg.to_dict(), "augment": cfg.augment, "preprocess": cfg.preprocess,
+                             "out_dir": str(tmp_path / "b")})
+    _train_interrupted_then_resumed(resumed, monkeypatch)
+    again = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert again["swa_n"] == 3 and again["init_from"] == last["init_from"]
+    for key, tensor in last["swa_state_dict"].items():
+        assert torch.equal(tensor, again["swa_state_dict"][key]), key
+    with pytest.raises(ValueError, match="cannot change swa_start"):
+        train(TrainConfig(**{**resumed.to_dict(), "augment": cfg.augment, "preprocess": cfg.preprocess,
+                             "swa_start": 3}), resume=True)
+    with pytest.raises(ValueError, match="--init-from .* is seed"):
+        train(TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "c"), init_from=str(init), arch="vgg-small",
+                          **TINY))
 
 
 def test_ensemble_teacher_averages_the_logits_of_its_members():

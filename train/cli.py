@@ -60,6 +60,9 @@ def fer_train(
     teacher: Annotated[Optional[list[Path]], typer.Option(help="Distil from this fer-train checkpoint (e.g. models/vgg/best.pt): loss = (1 - D) * cross-entropy + D * T^2 * KL(teacher || student), on the same augmented faces. Repeat it to distil from an ensemble: the mean of the teachers' logits.")] = None,
     distill: Annotated[float, typer.Option(min=0.01, max=1.0, help="D: weight of the distillation term when --teacher is set.")] = 0.5,
     distill_temperature: Annotated[float, typer.Option(min=0.1, help="T: softmax temperature of the distillation term.")] = 4.0,
+    init_from: Annotated[Optional[Path], typer.Option(help="Start from this fer-train checkpoint's weights (same architecture) instead of a random init: fine-tuning. Optimizer and schedule start afresh.")] = None,
+    swa_start: Annotated[Optional[int], typer.Option(min=1, help="Stochastic weight averaging: from this epoch (1-based) on, the lr stays at --swa-lr and each epoch's final weights join an equal-weight average (BatchNorm statistics recomputed on the training faces), which is what is validated and saved as best.pt. With --init-from and --swa-start 1: SWA fine-tuning of a trained model.")] = None,
+    swa_lr: Annotated[Optional[float], typer.Option(help="Constant lr of the averaging phase (the cosine decays to it). Default: --lr / 5.")] = None,
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where checkpoints, metrics and plots go.")] = Path("runs/seed"),
     device: Annotated[Device, typer.Option(help="auto: CUDA when torch sees a GPU, else CPU.")] = "auto",  # type: ignore[assignment]
@@ -89,6 +92,7 @@ def fer_train(
             warmup_epochs=warmup_epochs, mixup=mixup, class_weights=class_weights.value,
             soft_labels=soft_labels, ferplus=str(ferplus) if ferplus and soft_labels > 0 else None,
             teacher=[str(t) for t in teacher] if teacher else None, distill=distill, distill_temperature=distill_temperature,
+            init_from=str(init_from) if init_from else None, swa_start=swa_start, swa_lr=swa_lr,
             data=str(data) if data else None, out_dir=str(out_dir), device=device.value,
             precision=precision.value, seed=seed, limit=limit,
             augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(erase=erase),

@@ -13,6 +13,7 @@ DistributedSampler; ``--batch-size`` stays the global batch. Rank 0 writes all f
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -67,6 +68,13 @@ class TrainConfig:
     teacher: list[str] | None = None
     distill: float = 0.5  # weight of the distillation term when a teacher is set (the rest is cross-entropy)
     distill_temperature: float = 4.0  # softmax temperature of teacher and student in the distillation term
+    # Start from this fer-train checkpoint's weights (same architecture) instead of a random init: fine-tuning.
+    init_from: str | None = None
+    # Stochastic weight averaging (Izmailov et al. 2018): from this 1-based epoch on, the lr stays at swa_lr and
+    # the weights at the end of each epoch join an equal-weight average, whose BatchNorm statistics are then
+    # recomputed on the training faces; the average is the model validated and saved. None = off.
+    swa_start: int | None = None
+    swa_lr: float | None = None  # the constant lr of the averaging phase; None = lr / 5
     data: str | None = None
     out_dir: str = "runs/seed"
     device: str = "auto"
@@ -106,6 +114,15 @@ class TrainConfig:
             raise ValueError(f"distill must be in (0, 1], got {self.distill}")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.swa_start is not None:
+            if not 1 <= self.swa_start <= self.epochs:
+                raise ValueError(f"swa_start must be an epoch in [1, {self.epochs}], got {self.swa_start}")
+            if self.warmup_epochs > self.swa_start - 1:
+                raise ValueError("warmup_epochs must end before swa_start")
+            if self.swa_lr is None:
+                self.swa_lr = self.lr / 5
+            if self.swa_lr <= 0:
+                raise ValueError(f"swa_lr must be > 0, got {self.swa_lr}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,14 +214,25 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     return opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def in_swa_phase(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether ``epoch`` (0-based) is one whose end weights join the stochastic weight average."""
+    return cfg.swa_start is not None and epoch + 1 >= cfg.swa_start
+
+
 def lr_factor(cfg: TrainConfig, epoch: int) -> float:
-    """Learning-rate multiplier for ``epoch`` (0-based): linear warm-up, then cosine to zero."""
+    """Learning-rate multiplier for ``epoch`` (0-based): linear warm-up, then cosine to zero; with SWA,
+    the cosine ends at swa_lr when averaging starts and the lr stays there."""
+    floor, end = 0.0, cfg.epochs
+    if cfg.swa_start is not None:
+        floor, end = cfg.swa_lr / cfg.lr, cfg.swa_start - 1
+        if in_swa_phase(cfg, epoch):
+            return floor
     if cfg.scheduler == "none":
         return 1.0
     if epoch < cfg.warmup_epochs:
         return (epoch + 1) / (cfg.warmup_epochs + 1)
-    span = cfg.epochs - cfg.warmup_epochs
-    return 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+    span = end - cfg.warmup_epochs
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
 
 
 def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -236,8 +264,58 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-# Options a resumed run must keep: the optimizer state carries them, or they define the validation split.
-_FROZEN_ON_RESUME = {"optimizer", "lr", "weight_decay", "momentum", "val_fraction", "split_seed", "limit", "preprocess"}
+# Options a resumed run must keep: the optimizer state carries them, they define the validation split,
+# or they define what the saved weight average is made of.
+_FROZEN_ON_RESUME = {"optimizer", "lr", "weight_decay", "momentum", "val_fraction", "split_seed", "limit", "preprocess",
+                     "init_from", "swa_start", "swa_lr"}
+
+
+@torch.no_grad()
+def swa_update(average: nn.Module, model: nn.Module, n_averaged: int) -> None:
+    """Fold ``model``'s parameters into ``average``, the running mean of ``n_averaged`` earlier weights."""
+    for p_avg, p in zip(average.parameters(), model.parameters(), strict=True):
+        p_avg.copy_(p) if n_averaged == 0 else p_avg.add_((p.detach() - p_avg) / (n_averaged + 1))
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, x: torch.Tensor, rt: Runtime, batch_size: int = 512) -> None:
+    """Replace every BatchNorm's running statistics by their average over ``x`` (the training faces,
+    unaugmented, as inference sees them): averaged weights never produced the old statistics. Each batch's
+    statistics count in proportion to its size, so the running mean is exactly the mean over ``x``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+    was_training = model.training
+    model.train()
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(rt.device)
+        for m in norms:  # running = (seen * running + n * batch) / (seen + n)
+            m.momentum = len(xb) / (start + len(xb))
+        if rt.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            model(xb)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg: PreprocessConfig) -> dict[str, Any]:
+    """Load ``cfg.init_from``'s weights into ``model``; returns a description for the new checkpoint."""
+    from fer_train.data import file_sha256
+
+    ckpt = load_checkpoint(cfg.init_from)
+    if ckpt["arch"] != cfg.arch or ckpt["arch_args"] != args:
+        raise ValueError(f"--init-from {cfg.init_from} is {ckpt['arch']} {ckpt['arch_args']}, not {cfg.arch} {args}")
+    if ckpt["preprocess"] != pcfg.to_dict() or tuple(ckpt["labels"]) != tuple(LABELS):
+        raise ValueError(f"--init-from {cfg.init_from} was trained with other preprocessing or labels")
+    model.load_state_dict(ckpt["state_dict"])
+    log.info("starting from the weights of %s (epoch %s)", cfg.init_from, ckpt.get("epoch"))
+    return {"path": str(cfg.init_from), "sha256": file_sha256(Path(cfg.init_from)), "arch": ckpt["arch"],
+            "epoch": ckpt.get("epoch"), "val_acc": ckpt.get("metrics", {}).get("val_acc")}
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -288,10 +366,14 @@ def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tupl
     return teacher, descs
 
 
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def _write_history(out: Path, history: list[dict[str, float]]) -> None:
     tmp = out / ".metrics.csv.tmp"
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
         writer.writeheader()
         writer.writerows(history)
     os.replace(tmp, out / "metrics.csv")
@@ -340,6 +422,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher, teacher_desc = _load_teacher(cfg, pcfg, rt)
+    init_desc = None
+    if cfg.init_from and not (resume and (out / "last.pt").exists()):
+        init_desc = _init_weights(cfg, model, args, pcfg)
+    swa_model, swa_n = (copy.deepcopy(model), 0) if cfg.swa_start is not None else (None, 0)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(enabled=rt.autocast_dtype == torch.float16)
@@ -359,6 +445,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         scaler.load_state_dict(state["scaler"])
         history, best_val_acc, best_epoch = state["history"], state["best_val_acc"], state["best_epoch"]
         start_epoch = state["epoch"]
+        init_desc = state.get("init_from")
+        if swa_model is not None and state.get("swa_state_dict") is not None:
+            swa_model.load_state_dict(state["swa_state_dict"])
+            swa_n = state["swa_n"]
         # The optimizer holds the lr the old schedule set for the next epoch; recompute it from this
         # config so that a finished run resumed with a larger --epochs continues on the stretched
         # cosine (a warm restart) instead of spending an epoch at the old schedule's final lr of 0.
@@ -396,11 +486,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if weights is not None:
         weights = weights.to(rt.device)
 
-    def payload(epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    def payload(epoch: int, metrics: dict[str, Any], weights: nn.Module) -> dict[str, Any]:
         return {
             "arch": cfg.arch,
             "arch_args": args,
-            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "state_dict": _cpu_state(weights),
             "labels": list(LABELS),
             "preprocess": pcfg.to_dict(),
             "train_config": cfg.to_dict(),
@@ -409,6 +499,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             "data": data_desc,
             "num_parameters": count_parameters(model),
             "teacher": teacher_desc,
+            "init_from": init_desc,
             "torch_version": str(torch.__version__),
         }
 
@@ -468,7 +559,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         totals = torch.tensor([float(loss_sum), float(correct), float(seen)], dtype=torch.float64)
         if rt.world > 1:
             dist.all_reduce(totals)
-        val_loss, val_acc = _evaluate(model, x_val, y_val, rt)
+        candidate = model  # the weights this epoch offers as best.pt: the running ones, or the SWA average
+        if swa_model is not None and in_swa_phase(cfg, epoch):
+            swa_update(swa_model, model, swa_n)
+            swa_n += 1
+            recompute_batchnorm(swa_model, x_train, rt)
+            candidate = swa_model
+        val_loss, val_acc = _evaluate(candidate, x_val, y_val, rt)
         row = {
             "epoch": epoch + 1,
             "train_loss": float(totals[0] / totals[2]),
@@ -479,16 +576,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             "epoch_seconds": train_time,
             "images_per_second": float(totals[2]) / train_time,
         }
+        if swa_model is not None:  # val_* above are the average's in the SWA phase; these the running weights'
+            row["swa_models"] = swa_n if candidate is swa_model else 0
+            row["raw_val_acc"] = val_acc if candidate is model else _evaluate(model, x_val, y_val, rt)[1]
         history.append(row)
         improved = val_acc > best_val_acc
         if improved:
             best_val_acc, best_epoch = val_acc, epoch + 1
         if rt.main:
             metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc, "best_epoch": best_epoch}
+            if swa_model is not None:
+                metrics["swa_models"] = row["swa_models"]
             if improved:
-                save_checkpoint(best_path, payload(epoch + 1, metrics))
+                save_checkpoint(best_path, payload(epoch + 1, metrics, candidate))
             save_checkpoint(last_path, {
-                **payload(epoch + 1, metrics),
+                **payload(epoch + 1, metrics, model),
+                "swa_state_dict": _cpu_state(swa_model) if swa_n else None,
+                "swa_n": swa_n,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -498,8 +602,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             })
             _write_history(out, history)
             _plot_curves_safely(history, out / "curves.png", cfg.arch)
-            log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1fs, %.0f img/s",
-                     epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc,
+            swa_note = (f" (average of {swa_n} epochs; running weights {row['raw_val_acc']:.4f})"
+                        if candidate is swa_model else "")
+            log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f%s%s | %.1fs, %.0f img/s",
+                     epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, swa_note,
                      " (best)" if improved else "", train_time, row["images_per_second"])
     if rt.world > 1:
         dist.barrier()
