@@ -46,7 +46,8 @@ def test_swa_schedule_decays_to_the_swa_lr_then_holds_it():
     assert fine_tune.swa_lr == pytest.approx(0.01) and [lr_factor(fine_tune, e) for e in range(3)] == pytest.approx([0.2] * 3)
     assert [engine.in_swa_phase(cfg, e) for e in range(10)] == [False] * 6 + [True] * 4
     for bad, message in (({"swa_start": 11}, "swa_start"), ({"swa_start": 2, "warmup_epochs": 2}, "warmup"),
-                         ({"swa_start": 2, "swa_lr": 0.0}, "swa_lr")):
+                         ({"swa_start": 2, "swa_lr": 0.0}, "swa_lr"), ({"swa_start": 2, "lr": 0.01, "swa_lr": 0.02}, "swa_lr"),
+                         ({"swa_lr": 0.01}, "needs swa_start")):
         with pytest.raises(ValueError, match=message):
             TrainConfig(epochs=10, **bad)
 

@@ -2,7 +2,9 @@
 
 Determinism and resume: shuffling, augmentation and dropout are reseeded from
 ``(seed, epoch)`` at the start of every epoch, and ``last.pt`` (written atomically after
-each completed epoch) holds model, optimizer and scheduler state. A run killed at any
+each completed epoch) holds model, optimizer and scheduler state (with weight averaging, also
+the running average: ``swa_state_dict``, ``swa_n``; its ``state_dict`` stays the running
+weights, and ``best.pt`` holds the best average on validation). A run killed at any
 moment and resumed with ``--resume`` therefore redoes the interrupted epoch exactly as
 an uninterrupted run would have, and finishes with the same weights.
 
@@ -114,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"distill must be in (0, 1], got {self.distill}")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.swa_start is None and self.swa_lr is not None:
+            raise ValueError("swa_lr is the lr of the averaging phase: it needs swa_start")
         if self.swa_start is not None:
             if not 1 <= self.swa_start <= self.epochs:
                 raise ValueError(f"swa_start must be an epoch in [1, {self.epochs}], got {self.swa_start}")
@@ -121,8 +125,8 @@ class TrainConfig:
                 raise ValueError("warmup_epochs must end before swa_start")
             if self.swa_lr is None:
                 self.swa_lr = self.lr / 5
-            if self.swa_lr <= 0:
-                raise ValueError(f"swa_lr must be > 0, got {self.swa_lr}")
+            if not 0 < self.swa_lr <= self.lr:
+                raise ValueError(f"swa_lr must be in (0, lr = {self.lr}], got {self.swa_lr}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,9 +269,10 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -
 
 
 # Options a resumed run must keep: the optimizer state carries them, they define the validation split,
-# or they define what the saved weight average is made of.
+# or they define what the saved weight average is made of. (init_from is not among them: a resumed run
+# never reads it again, and last.pt records the sha256 of the weights it started from.)
 _FROZEN_ON_RESUME = {"optimizer", "lr", "weight_decay", "momentum", "val_fraction", "split_seed", "limit", "preprocess",
-                     "init_from", "swa_start", "swa_lr"}
+                     "swa_start", "swa_lr"}
 
 
 @torch.no_grad()
@@ -280,8 +285,11 @@ def swa_update(average: nn.Module, model: nn.Module, n_averaged: int) -> None:
 @torch.no_grad()
 def recompute_batchnorm(model: nn.Module, x: torch.Tensor, rt: Runtime, batch_size: int = 512) -> None:
     """Replace every BatchNorm's running statistics by their average over ``x`` (the training faces,
-    unaugmented, as inference sees them): averaged weights never produced the old statistics. Each batch's
-    statistics count in proportion to its size, so the running mean is exactly the mean over ``x``."""
+    unaugmented): averaged weights never produced the old statistics. Each batch's statistics count in
+    proportion to its size, so the running mean is exactly the mean over ``x``. The forward passes run
+    at the training precision (autocast), as the statistics of ordinary training are gathered, with
+    everything but the BatchNorm layers in eval mode (no dropout). Under DDP every rank does the whole
+    pass, so all ranks hold the same statistics."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -289,7 +297,9 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, rt: Runtime, batch_si
     for m in norms:
         m.reset_running_stats()
     was_training = model.training
-    model.train()
+    model.eval()
+    for m in norms:
+        m.train()
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(rt.device)
         for m in norms:  # running = (seen * running + n * batch) / (seen + n)
@@ -303,8 +313,11 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, rt: Runtime, batch_si
     model.train(was_training)
 
 
-def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg: PreprocessConfig) -> dict[str, Any]:
-    """Load ``cfg.init_from``'s weights into ``model``; returns a description for the new checkpoint."""
+def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg: PreprocessConfig,
+                  data_desc: dict[str, Any]) -> dict[str, Any]:
+    """Load ``cfg.init_from``'s weights into ``model``; returns a description for the new checkpoint.
+    The checkpoint must come from the same data and validation split: weights that trained on this
+    run's validation faces would make its validation figures worthless."""
     from fer_train.data import file_sha256
 
     ckpt = load_checkpoint(cfg.init_from)
@@ -312,6 +325,11 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg
         raise ValueError(f"--init-from {cfg.init_from} is {ckpt['arch']} {ckpt['arch_args']}, not {cfg.arch} {args}")
     if ckpt["preprocess"] != pcfg.to_dict() or tuple(ckpt["labels"]) != tuple(LABELS):
         raise ValueError(f"--init-from {cfg.init_from} was trained with other preprocessing or labels")
+    theirs = ckpt.get("train_config", {})
+    if (ckpt.get("data", {}).get("sha256") != data_desc["sha256"]
+            or (theirs.get("val_fraction", 0.1), theirs.get("split_seed", 0)) != (cfg.val_fraction, cfg.split_seed)):
+        raise ValueError(f"--init-from {cfg.init_from} was trained on other data or another validation split: "
+                         "its training faces may include this run's validation faces")
     model.load_state_dict(ckpt["state_dict"])
     log.info("starting from the weights of %s (epoch %s)", cfg.init_from, ckpt.get("epoch"))
     return {"path": str(cfg.init_from), "sha256": file_sha256(Path(cfg.init_from)), "arch": ckpt["arch"],
@@ -424,7 +442,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     teacher, teacher_desc = _load_teacher(cfg, pcfg, rt)
     init_desc = None
     if cfg.init_from and not (resume and (out / "last.pt").exists()):
-        init_desc = _init_weights(cfg, model, args, pcfg)
+        init_desc = _init_weights(cfg, model, args, pcfg, data_desc)
     swa_model, swa_n = (copy.deepcopy(model), 0) if cfg.swa_start is not None else (None, 0)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)
