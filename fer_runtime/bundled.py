@@ -61,7 +61,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             name="vgg-medium",
             filename="vgg-medium.onnx",
             sha256="a28715bedbb78b62bd4d7f64b5036dd7076e89a4b0c324b92f82b24b573ce32b",
-            description="the fast variant: VGG-style CNN at 5/8 of vgg's width (456k parameters, 75 MFLOP) distilled from vgg, then weight-averaged (SWA), fp32; PublicTest 67.3%",
+            description="the fast variant: VGG-style CNN at 5/8 of vgg's width (456k parameters, 75 MFLOP) distilled from the previous vgg, then weight-averaged (SWA), fp32; PublicTest 67.3%",
         ),
         BundledModel(
             name="vgg-medium-int8",
