@@ -42,7 +42,7 @@ def test_console_script_errors_are_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fer_train", "--arch", "nope", "-o", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == ["error: unknown architecture 'nope'; valid: seed, vgg, vgg-deep, vgg-medium, vgg-small"]
+    assert done.stderr.strip().splitlines() == ["error: unknown architecture 'nope'; valid: seed, vgg, vgg-deep, vgg-medium, vgg-small, vgg-taper"]
 
 
 @pytest.mark.data

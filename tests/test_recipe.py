@@ -15,7 +15,7 @@ from fer_train.engine import TrainConfig, class_weights, lr_factor
 from fer_train.models import build_model, count_parameters
 
 
-@pytest.mark.parametrize(("name", "params"), [("vgg", 1_165_159), ("vgg-deep", 1_755_495), ("vgg-medium", 456_067), ("vgg-small", 292_279)])
+@pytest.mark.parametrize(("name", "params"), [("vgg", 1_165_159), ("vgg-deep", 1_755_495), ("vgg-medium", 456_067), ("vgg-small", 292_279), ("vgg-taper", 955_851)])
 def test_vgg_architectures_build(name, params):
     model = build_model(name)
     assert count_parameters(model) == params

@@ -286,6 +286,24 @@ def test_soft_targets_stay_aligned_with_labels_through_the_splits(fer_path, monk
         assert (part.soft[np.arange(n), part.labels] >= 0.5 - 1e-6).all()
 
 
+def test_resume_refuses_a_teacher_replaced_in_place(fer_path, tmp_path, uninterrupted):
+    import shutil
+
+    from conftest import SEED_CHECKPOINT
+
+    teacher, kept = tmp_path / "teacher.pt", tmp_path / "kept" / "teacher.pt"
+    kept.parent.mkdir()
+    shutil.copy(SEED_CHECKPOINT, teacher)
+    shutil.copy(SEED_CHECKPOINT, kept)
+    cfg = {**TINY, "epochs": 1, "data": str(fer_path), "out_dir": str(tmp_path / "run")}
+    train(TrainConfig(teacher=str(teacher), **cfg))
+    shutil.copy(uninterrupted / "best.pt", teacher)  # the file at the teacher's path is another model now
+    with pytest.raises(ValueError, match="has changed since"):
+        train(TrainConfig(teacher=str(teacher), **cfg), resume=True)
+    # The same weights under another path resume (the finished run has no epochs left to train).
+    assert len(train(TrainConfig(teacher=str(kept), **cfg), resume=True).history) == 1
+
+
 def test_resume_refuses_changes_it_could_not_honour(fer_path, tmp_path, uninterrupted):
     import shutil
 
