@@ -300,6 +300,10 @@ def test_resume_refuses_a_teacher_replaced_in_place(fer_path, tmp_path, uninterr
     shutil.copy(uninterrupted / "best.pt", teacher)  # the file at the teacher's path is another model now
     with pytest.raises(ValueError, match="has changed since"):
         train(TrainConfig(teacher=str(teacher), **cfg), resume=True)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")  # older checkpoints describe one teacher as a dict
+    save_checkpoint(tmp_path / "run" / "last.pt", {**last, "teacher": last["teacher"][0]})
+    with pytest.raises(ValueError, match="has changed since"):
+        train(TrainConfig(teacher=str(teacher), **cfg), resume=True)
     # The same weights under another path resume (the finished run has no epochs left to train).
     assert len(train(TrainConfig(teacher=str(kept), **cfg), resume=True).history) == 1
 

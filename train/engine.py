@@ -459,7 +459,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             raise ValueError(f"{last_path} was trained on other data ({state['data']['source']}); use a new --out-dir")
         # A teacher file replaced in place (e.g. a bundled model re-shipped) would silently teach the
         # rest of the run something else: refuse. A teacher passed by another path is a visible change.
-        for was, now in zip(state.get("teacher") or [], teacher_desc or []):
+        recorded = state.get("teacher") or []
+        for was, now in zip([recorded] if isinstance(recorded, dict) else recorded, teacher_desc or []):  # older: one dict
             if was["path"] == now["path"] and was["sha256"] != now["sha256"]:
                 raise ValueError(f"teacher {now['path']} has changed since {last_path} was written (sha256 "
                                  f"{was['sha256'][:12]}... -> {now['sha256'][:12]}...); pass the original file, "
