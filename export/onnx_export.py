@@ -390,7 +390,10 @@ def export_onnx(
 
 def _summarise_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers from a checkpoint's metrics (the per-class tables stay in the checkpoint)."""
-    out: dict[str, Any] = {k: metrics[k] for k in ("best_val_acc", "best_epoch") if k in metrics}
+    if metrics.get("val_trained_on"):  # --train-on-val: no held-out validation figure to report
+        out: dict[str, Any] = {"trained_on_val": True, **({"epoch": metrics["best_epoch"]} if "best_epoch" in metrics else {})}
+    else:
+        out = {k: metrics[k] for k in ("best_val_acc", "best_epoch") if k in metrics}
     for key, name in (("val", "val"), ("test", "test"), ("test_flip_tta", "test_flip_tta")):
         if isinstance(metrics.get(key), dict):
             out[f"{name}_accuracy"] = metrics[key]["accuracy"]

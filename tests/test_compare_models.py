@@ -56,3 +56,22 @@ def test_a_model_against_itself_on_real_data(fer_path, capsys):
     assert "n=2872" in lines[0] and "n=3589" in lines[1]
     for ln in lines:
         assert "difference +0.00%" in ln and "only by vgg-small: 0, only by vgg-small: 0" in ln and "p = 1.000" in ln
+
+
+@pytest.mark.data
+def test_a_model_that_trained_on_the_validation_faces_is_compared_on_publictest_only(fer_path, tmp_path, capsys):
+    import json
+
+    import onnx
+
+    model = onnx.load(str(REPO / "fer_runtime" / "models" / "vgg-small.onnx"))
+    (entry,) = [p for p in model.metadata_props if p.key == "fer_edge"]
+    meta = json.loads(entry.value)
+    meta["metrics"] = {"trained_on_val": True, "test_accuracy": meta["metrics"]["test_accuracy"]}
+    entry.value = json.dumps(meta)
+    fitted = tmp_path / "fitted.onnx"
+    onnx.save(model, str(fitted))
+    assert cm.main([str(fitted), "vgg-small", "--data", str(fer_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("val") and f"skipped: {fitted} trained on the validation faces" in lines[0]
+    assert lines[1].startswith("PublicTest") and "difference +0.00%" in lines[1]

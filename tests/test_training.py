@@ -250,6 +250,49 @@ def test_swa_fine_tuning_from_a_checkpoint_averages_each_epoch_and_resumes_exact
                           **TINY))
 
 
+def test_train_on_val_adds_the_validation_faces_to_training(fer_path):
+    plain = engine.load_splits(TrainConfig(data=str(fer_path)))
+    fit = engine.load_splits(TrainConfig(data=str(fer_path), train_on_val=True))
+    assert len(fit.train) == len(plain.train) + len(plain.val) and fit.val_in_train and not plain.val_in_train
+    assert (fit.train.images[len(plain.train):] == plain.val.images).all()
+    assert (fit.train.labels[len(plain.train):] == plain.val.labels).all()
+    assert (fit.val.labels == plain.val.labels).all()  # still scored on (labelled as trained on)
+    assert fit.describe()["val_in_train"] is True and "val_in_train" not in plain.describe()
+
+
+def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_runs(fer_path, tmp_path, uninterrupted):
+    from typer.testing import CliRunner
+
+    from fer_export.onnx_export import _summarise_metrics
+    from fer_train.cli import eval_app
+
+    init = uninterrupted / "best.pt"
+    cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "fit"), init_from=str(init), train_on_val=True,
+                      **{**TINY, "epochs": 2})
+    train(cfg)
+    best, last = load_checkpoint(tmp_path / "fit" / "best.pt"), load_checkpoint(tmp_path / "fit" / "last.pt")
+    assert best["epoch"] == 2 and best["data"]["val_in_train"]  # the last epoch, whatever validation said
+    for key, tensor in last["state_dict"].items():
+        assert torch.equal(tensor, best["state_dict"][key]), key
+    metrics = best["metrics"]
+    assert "val" not in metrics and metrics["val_trained_on"]["accuracy"] > 0 and metrics["test"]["accuracy"] > 0
+    # The temperature is the one fitted on validation before those faces were trained on.
+    assert best["temperature"] == load_checkpoint(init)["temperature"] != 1.0
+    assert metrics["calibration"]["temperature_from"] == str(init)
+    summary = _summarise_metrics(metrics)
+    assert summary["trained_on_val"] and "val_accuracy" not in summary and "best_val_acc" not in summary
+    result = CliRunner().invoke(eval_app, [str(tmp_path / "fit" / "best.pt"), "--split", "val", "--data", str(fer_path)])
+    assert result.exit_code == 1 and "trained on the validation faces" in result.output
+    # Its weights would leak the validation faces into a held-out run, as teacher or as starting point.
+    held_out = {"data": str(fer_path), "out_dir": str(tmp_path / "other"), **TINY}
+    for option in ({"teacher": str(tmp_path / "fit" / "best.pt")}, {"init_from": str(tmp_path / "fit" / "best.pt")}):
+        with pytest.raises(ValueError, match="trained on the validation faces"):
+            train(TrainConfig(**held_out, **option))
+    with pytest.raises(ValueError, match="cannot change train_on_val"):
+        train(TrainConfig(**{**cfg.to_dict(), "augment": cfg.augment, "preprocess": cfg.preprocess,
+                             "train_on_val": False}), resume=True)
+
+
 def test_ensemble_teacher_averages_the_logits_of_its_members():
     torch.manual_seed(0)
     a, b = torch.nn.Linear(4, 7), torch.nn.Linear(4, 7)

@@ -7,7 +7,8 @@ it prints each model's accuracy, the faces only one of them gets right, the accu
 with a 95% confidence interval, and McNemar's exact p-value. Pairing matters: two models scored on
 the same faces agree on most of them, so only the faces where they disagree decide which is better,
 and the uncertainty of the difference is not that of two independent accuracies. Selection stays
-on validation; PublicTest is reported.
+on validation; PublicTest is reported. A model exported from a ``fer-train --train-on-val`` run
+trained on the validation faces: its validation comparison is skipped.
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         splits = make_splits(load_fer2013(args.data or default_data_path()))
         if splits.test is None:
             raise DataError("the data has no PublicTest rows")
+        fitted = [name for name, rec in ((args.a, rec_a), (args.b, rec_b))
+                  if rec.info.metadata.get("metrics", {}).get("trained_on_val")]
         for name, d in (("val", splits.val), ("PublicTest", splits.test)):
+            if name == "val" and fitted:
+                print(f"{name:<10} skipped: {' and '.join(fitted)} trained on the validation faces (fer-train --train-on-val)")
+                continue
             r = paired(correct(rec_a, d.images, d.labels), correct(rec_b, d.images, d.labels))
             lo, hi = r.ci95()
             print(f"{name:<10} n={r.n}: {args.a} {r.acc_a:.2%}, {args.b} {r.acc_b:.2%}; "

@@ -63,6 +63,7 @@ def fer_train(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from this fer-train checkpoint's weights (same architecture) instead of a random init: fine-tuning. Optimizer and schedule start afresh.")] = None,
     swa_start: Annotated[Optional[int], typer.Option(min=1, help="Stochastic weight averaging: from this epoch (1-based) on, the lr stays at --swa-lr and each epoch's final weights join an equal-weight average (BatchNorm statistics recomputed on the training faces), which is what is validated and saved as best.pt. With --init-from and --swa-start 1: SWA fine-tuning of a trained model.")] = None,
     swa_lr: Annotated[Optional[float], typer.Option(help="Constant lr of the averaging phase (the cosine decays to it). Default: --lr / 5.")] = None,
+    train_on_val: Annotated[bool, typer.Option("--train-on-val", help="The final fit, once the recipe was chosen on validation: train on the validation faces too. Nothing is selected (best.pt is the last epoch's model, or the SWA average), validation figures are marked as trained on, and the softmax temperature is --init-from's (else 1). Such a checkpoint can teach or initialise only other --train-on-val runs.")] = False,
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where checkpoints, metrics and plots go.")] = Path("runs/seed"),
     device: Annotated[Device, typer.Option(help="auto: CUDA when torch sees a GPU, else CPU.")] = "auto",  # type: ignore[assignment]
@@ -92,7 +93,7 @@ def fer_train(
             warmup_epochs=warmup_epochs, mixup=mixup, class_weights=class_weights.value,
             soft_labels=soft_labels, ferplus=str(ferplus) if ferplus and soft_labels > 0 else None,
             teacher=[str(t) for t in teacher] if teacher else None, distill=distill, distill_temperature=distill_temperature,
-            init_from=str(init_from) if init_from else None, swa_start=swa_start, swa_lr=swa_lr,
+            init_from=str(init_from) if init_from else None, swa_start=swa_start, swa_lr=swa_lr, train_on_val=train_on_val,
             data=str(data) if data else None, out_dir=str(out_dir), device=device.value,
             precision=precision.value, seed=seed, limit=limit,
             augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(erase=erase),
@@ -104,8 +105,10 @@ def fer_train(
         return
     if result.test_metrics is not None:
         single, tta = result.test_metrics["single"], result.test_metrics["flip_tta"]
+        chosen = (f"last epoch {result.best_epoch}: val acc (trained on) {result.best_val_acc:.4f}" if train_on_val
+                  else f"best epoch {result.best_epoch}: val acc {result.best_val_acc:.4f}")
         typer.echo(
-            f"best epoch {result.best_epoch}: val acc {result.best_val_acc:.4f}; PublicTest acc {single['accuracy']:.4f} "
+            f"{chosen}; PublicTest acc {single['accuracy']:.4f} "
             f"(flip TTA {tta['accuracy']:.4f}), macro-F1 {single['macro_f1']:.4f}; files in {result.out_dir}"
         )
 
@@ -127,6 +130,7 @@ def fer_eval(
     from fer_runtime import LABELS
     from fer_train.checkpoint import CheckpointError, load_checkpoint
     from fer_train.data import DataError, load_fer2013, make_splits
+    from fer_train.engine import trained_on_val
     from fer_train.evaluate import ensemble_logits, evaluate_logits
     from fer_train.metrics import ClassReport
 
@@ -134,6 +138,9 @@ def fer_eval(
         ckpts = [load_checkpoint(c) for c in checkpoint]
         fer = load_fer2013(data)
         if split.value == "val":
+            if any(trained_on_val(c) for c in ckpts):
+                raise ValueError("a checkpoint trained on the validation faces (--train-on-val): "
+                                 "its validation figures are not held-out ones; evaluate it on PublicTest")
             configs = [c.get("train_config", {}) for c in ckpts]
             splits = {(cfg.get("val_fraction", 0.1), cfg.get("split_seed", 0)) for cfg in configs}
             if len(splits) > 1:

@@ -65,6 +65,14 @@ class FerData:
             None if self.soft is None else self.soft[mask_or_index],
         )
 
+    def concat(self, other: FerData) -> FerData:
+        """These rows followed by ``other``'s (same source; soft targets kept only if both have them)."""
+        if (self.source, self.sha256) != (other.source, other.sha256):
+            raise ValueError(f"cannot join rows of {self.source} and {other.source}")
+        soft = None if self.soft is None or other.soft is None else np.concatenate([self.soft, other.soft])
+        return FerData(np.concatenate([self.images, other.images]), np.concatenate([self.labels, other.labels]),
+                       np.concatenate([self.usage, other.usage]), self.source, self.sha256, soft)
+
     def split(self, usage: str) -> FerData:
         if usage not in USAGES:
             raise ValueError(f"unknown usage {usage!r}; valid: {', '.join(USAGES)}")
@@ -298,6 +306,7 @@ class Splits:
     val: FerData
     test: FerData | None
     soft_source: str | None = None  # FER+ vote file behind train.soft, if any
+    val_in_train: bool = False  # train also holds the val rows (fer-train --train-on-val: the final fit)
 
     def describe(self) -> dict[str, object]:
         extra: dict[str, object] = {}
@@ -310,6 +319,7 @@ class Splits:
             "n_val": len(self.val),
             "n_test": len(self.test) if self.test is not None else 0,
             "train_class_counts": np.bincount(self.train.labels, minlength=len(LABELS)).tolist(),
+            **({"val_in_train": True} if self.val_in_train else {}),
             **extra,
         }
 

@@ -84,6 +84,11 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
     split_seed: int = 0  # fixed, so every run validates on the same faces
+    # The final fit: train on the validation faces too, once a recipe has been chosen on them. Nothing is
+    # selected then (best.pt is the last epoch's model, the average when SWA is on), the validation figures
+    # are on faces the model trained on and are labelled so, and the softmax temperature comes from
+    # --init-from (fitted on validation before those faces were trained on), else stays 1.
+    train_on_val: bool = False
     limit: int | None = None  # train on a stratified subset of this size (smoke runs, tests)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -272,7 +277,12 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -
 # or they define what the saved weight average is made of. (init_from is not among them: a resumed run
 # never reads it again, and last.pt records the sha256 of the weights it started from.)
 _FROZEN_ON_RESUME = {"optimizer", "lr", "weight_decay", "momentum", "val_fraction", "split_seed", "limit", "preprocess",
-                     "swa_start", "swa_lr"}
+                     "train_on_val", "swa_start", "swa_lr"}
+
+
+def trained_on_val(ckpt: dict[str, Any]) -> bool:
+    """Whether a fer-train checkpoint trained on its validation faces (``--train-on-val``)."""
+    return bool(ckpt.get("train_config", {}).get("train_on_val", False))
 
 
 @torch.no_grad()
@@ -330,10 +340,14 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg
             or (theirs.get("val_fraction", 0.1), theirs.get("split_seed", 0)) != (cfg.val_fraction, cfg.split_seed)):
         raise ValueError(f"--init-from {cfg.init_from} was trained on other data or another validation split: "
                          "its training faces may include this run's validation faces")
+    if trained_on_val(ckpt) and not cfg.train_on_val:
+        raise ValueError(f"--init-from {cfg.init_from} trained on the validation faces (--train-on-val): "
+                         "this run's validation figures would be worthless")
     model.load_state_dict(ckpt["state_dict"])
     log.info("starting from the weights of %s (epoch %s)", cfg.init_from, ckpt.get("epoch"))
     return {"path": str(cfg.init_from), "sha256": file_sha256(Path(cfg.init_from)), "arch": ckpt["arch"],
-            "epoch": ckpt.get("epoch"), "val_acc": ckpt.get("metrics", {}).get("val_acc")}
+            "epoch": ckpt.get("epoch"), "val_acc": ckpt.get("metrics", {}).get("val_acc"),
+            "temperature": ckpt.get("temperature")}
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -369,6 +383,9 @@ def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tupl
             raise ValueError(f"teacher {path} predicts {ckpt['labels']}, not {list(LABELS)}")
         if ckpt["preprocess"] != pcfg.to_dict():
             raise ValueError(f"teacher {path} expects preprocessing {ckpt['preprocess']}, the student {pcfg.to_dict()}")
+        if trained_on_val(ckpt) and not cfg.train_on_val:
+            raise ValueError(f"teacher {path} trained on the validation faces (--train-on-val): what it "
+                             "learnt of them would leak into this run's validation figures")
         members.append(model_from_checkpoint(ckpt))
         test = ckpt.get("metrics", {}).get("test", {})
         descs.append({"path": str(path), "sha256": file_sha256(Path(path)), "arch": ckpt["arch"],
@@ -410,6 +427,8 @@ def load_splits(cfg: TrainConfig) -> Splits:
         data = attach_soft_targets(data, soft_source, cfg.soft_labels)
     splits = make_splits(data, cfg.val_fraction, cfg.split_seed)
     splits.soft_source = str(soft_source) if soft_source else None
+    if cfg.train_on_val:
+        splits.train, splits.val_in_train = splits.train.concat(splits.val), True
     if cfg.limit is not None and cfg.limit < len(splits.train):
         splits.train = splits.train.subset(stratified_subset(splits.train.labels, cfg.limit, cfg.split_seed))
     return splits
@@ -606,11 +625,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             row["swa_models"] = swa_n if candidate is swa_model else 0
             row["raw_val_acc"] = val_acc if candidate is model else _evaluate(model, x_val, y_val, rt)[1]
         history.append(row)
-        improved = val_acc > best_val_acc
+        improved = cfg.train_on_val or val_acc > best_val_acc  # the final fit selects nothing: the last epoch
         if improved:
             best_val_acc, best_epoch = val_acc, epoch + 1
         if rt.main:
             metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc, "best_epoch": best_epoch}
+            if cfg.train_on_val:
+                metrics["val_trained_on"] = True
             if swa_model is not None:
                 metrics["swa_models"] = row["swa_models"]
             if improved:
@@ -630,21 +651,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             _plot_curves_safely(history, out / "curves.png", cfg.arch)
             swa_note = (f" (average of {swa_n} epochs; running weights {row['raw_val_acc']:.4f})"
                         if candidate is swa_model else "")
-            log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f%s%s | %.1fs, %.0f img/s",
-                     epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, swa_note,
-                     " (best)" if improved else "", train_time, row["images_per_second"])
+            log.info("epoch %d/%d  train loss %.4f acc %.4f | %s loss %.4f acc %.4f%s%s | %.1fs, %.0f img/s",
+                     epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"],
+                     "val (trained on)" if cfg.train_on_val else "val", val_loss, val_acc, swa_note,
+                     " (best)" if improved and not cfg.train_on_val else "", train_time, row["images_per_second"])
     if rt.world > 1:
         dist.barrier()
 
-    test_metrics = _finish(out, splits, rt) if rt.main else None
+    test_metrics = _finish(out, splits, rt, init_desc) if rt.main else None
     if rt.world > 1:
         dist.destroy_process_group()
     return TrainResult(out, best_epoch, best_val_acc, history, test_metrics)
 
 
-def _finish(out: Path, splits: Splits, rt: Runtime) -> dict[str, Any] | None:
+def _finish(out: Path, splits: Splits, rt: Runtime, init_desc: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Evaluate the best checkpoint once on validation and on PublicTest, fit the softmax
-    temperature on validation, and store all of it in the checkpoint."""
+    temperature on validation, and store all of it in the checkpoint. After --train-on-val the
+    validation figures are stored as ``val_trained_on`` and the temperature is --init-from's (or 1)."""
     from fer_train.calibration import expected_calibration_error, fit_temperature, softmax
     from fer_train.evaluate import checkpoint_logits, evaluate_logits
     from fer_train.plots import plot_confusion
@@ -653,17 +676,28 @@ def _finish(out: Path, splits: Splits, rt: Runtime) -> dict[str, Any] | None:
     ckpt = load_checkpoint(best_path)
     val_logits, _ = checkpoint_logits(ckpt, splits.val.images)
     val = evaluate_logits(val_logits, splits.val.labels)
-    plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (best epoch)")
-    ckpt["metrics"]["val"] = val["single"]
-    temperature = fit_temperature(val_logits, splits.val.labels)  # validation only: never fitted on test
-    calibration = {
-        "temperature": temperature,
-        "val_ece_before": expected_calibration_error(softmax(val_logits), splits.val.labels),
-        "val_ece_after": expected_calibration_error(softmax(val_logits, temperature), splits.val.labels),
-    }
+    if splits.val_in_train:
+        plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (trained on: not held out)")
+        ckpt["metrics"]["val_trained_on"] = val["single"]
+        # Fitting on faces it trained on would make it overconfident; the model it was fine-tuned from
+        # had its temperature fitted on them while they were still held out.
+        temperature = float((init_desc or {}).get("temperature") or 1.0)
+        calibration: dict[str, Any] = {
+            "temperature": temperature,
+            "temperature_from": (init_desc or {}).get("path") if temperature != 1.0 else None,
+        }
+    else:
+        plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (best epoch)")
+        ckpt["metrics"]["val"] = val["single"]
+        temperature = fit_temperature(val_logits, splits.val.labels)  # validation only: never fitted on test
+        calibration = {
+            "temperature": temperature,
+            "val_ece_before": expected_calibration_error(softmax(val_logits), splits.val.labels),
+            "val_ece_after": expected_calibration_error(softmax(val_logits, temperature), splits.val.labels),
+        }
     test = None
     if splits.test is not None:
-        # Reported, never used for selection: the best epoch was chosen on validation above.
+        # Reported, never used for selection: the best epoch was chosen on validation above (or is the last).
         test_logits, mirrored = checkpoint_logits(ckpt, splits.test.images, flip_tta=True)
         test = evaluate_logits(test_logits, splits.test.labels, mirrored)
         plot_confusion(test["single"]["confusion"], out / "confusion_test.png", "PublicTest (best epoch)")
