@@ -16,7 +16,7 @@ def test_train_help_lists_the_options():
     result = runner.invoke(train_app, ["--help"])
     assert result.exit_code == 0
     for option in ("--arch", "--epochs", "--batch-size", "--lr", "--optimizer", "--data", "--out-dir", "--device",
-                   "--seed", "--resume", "--teacher", "--init-from", "--swa-start", "--swa-lr", "--train-on-val", "FER2013_PATH"):
+                   "--seed", "--resume", "--teacher", "--init-from", "--swa-start", "--swa-lr", "--train-on-val", "--temperature-of", "FER2013_PATH"):
         assert option in result.output
 
 

@@ -288,6 +288,14 @@ def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_
     for option in ({"teacher": str(tmp_path / "fit" / "best.pt")}, {"init_from": str(tmp_path / "fit" / "best.pt")}):
         with pytest.raises(ValueError, match="trained on the validation faces"):
             train(TrainConfig(**held_out, **option))
+    # --temperature-of: only for the final fit, and only from a run that held validation out.
+    with pytest.raises(ValueError, match="for train_on_val runs"):
+        TrainConfig(temperature_of=str(init))
+    twin = TrainConfig(train_on_val=True, temperature_of=str(init))
+    assert engine._temperature_source(twin, best["init_from"]) == (load_checkpoint(init)["temperature"], str(init))
+    with pytest.raises(ValueError, match="not a temperature fitted on held-out"):
+        train(TrainConfig(**{**held_out, "out_dir": str(tmp_path / "t")}, train_on_val=True,
+                          temperature_of=str(tmp_path / "fit" / "best.pt")))
     with pytest.raises(ValueError, match="cannot change train_on_val"):
         train(TrainConfig(**{**cfg.to_dict(), "augment": cfg.augment, "preprocess": cfg.preprocess,
                              "train_on_val": False}), resume=True)

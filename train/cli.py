@@ -63,7 +63,8 @@ def fer_train(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from this fer-train checkpoint's weights (same architecture) instead of a random init: fine-tuning. Optimizer and schedule start afresh.")] = None,
     swa_start: Annotated[Optional[int], typer.Option(min=1, help="Stochastic weight averaging: from this epoch (1-based) on, the lr stays at --swa-lr and each epoch's final weights join an equal-weight average (BatchNorm statistics recomputed on the training faces), which is what is validated and saved as best.pt. With --init-from and --swa-start 1: SWA fine-tuning of a trained model.")] = None,
     swa_lr: Annotated[Optional[float], typer.Option(help="Constant lr of the averaging phase (the cosine decays to it). Default: --lr / 5.")] = None,
-    train_on_val: Annotated[bool, typer.Option("--train-on-val", help="The final fit, once the recipe was chosen on validation: train on the validation faces too. Nothing is selected (best.pt is the last epoch's model, or the SWA average), validation figures are marked as trained on, and the softmax temperature is --init-from's (else 1). Such a checkpoint can teach or initialise only other --train-on-val runs.")] = False,
+    train_on_val: Annotated[bool, typer.Option("--train-on-val", help="The final fit, once the recipe was chosen on validation: train on the validation faces too. Nothing is selected (best.pt is the last epoch's model, or the SWA average), validation figures are marked as trained on, and the softmax temperature is --temperature-of's, else --init-from's, else 1. Such a checkpoint can teach or initialise only other --train-on-val runs.")] = False,
+    temperature_of: Annotated[Optional[Path], typer.Option(help="With --train-on-val: take the softmax temperature from this checkpoint, e.g. the run with the same recipe that held validation out.")] = None,
     data: Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help=DATA_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where checkpoints, metrics and plots go.")] = Path("runs/seed"),
     device: Annotated[Device, typer.Option(help="auto: CUDA when torch sees a GPU, else CPU.")] = "auto",  # type: ignore[assignment]
@@ -94,6 +95,7 @@ def fer_train(
             soft_labels=soft_labels, ferplus=str(ferplus) if ferplus and soft_labels > 0 else None,
             teacher=[str(t) for t in teacher] if teacher else None, distill=distill, distill_temperature=distill_temperature,
             init_from=str(init_from) if init_from else None, swa_start=swa_start, swa_lr=swa_lr, train_on_val=train_on_val,
+            temperature_of=str(temperature_of) if temperature_of else None,
             data=str(data) if data else None, out_dir=str(out_dir), device=device.value,
             precision=precision.value, seed=seed, limit=limit,
             augment=AugmentConfig(0.0, 0.0, 0.0, False) if no_augment else AugmentConfig(erase=erase),

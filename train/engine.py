@@ -87,8 +87,9 @@ class TrainConfig:
     # The final fit: train on the validation faces too, once a recipe has been chosen on them. Nothing is
     # selected then (best.pt is the last epoch's model, the average when SWA is on), the validation figures
     # are on faces the model trained on and are labelled so, and the softmax temperature comes from
-    # --init-from (fitted on validation before those faces were trained on), else stays 1.
+    # temperature_of, else init_from (fitted on validation while those faces were held out), else stays 1.
     train_on_val: bool = False
+    temperature_of: str | None = None  # with train_on_val: e.g. the twin run that held validation out
     limit: int | None = None  # train on a stratified subset of this size (smoke runs, tests)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -121,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"distill must be in (0, 1], got {self.distill}")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.temperature_of is not None and not self.train_on_val:
+            raise ValueError("temperature_of is for train_on_val runs (others fit it on validation)")
         if self.swa_start is None and self.swa_lr is not None:
             raise ValueError("swa_lr is the lr of the averaging phase: it needs swa_start")
         if self.swa_start is not None:
@@ -522,6 +525,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     elif resume and rt.main:
         log.info("no %s yet: starting from scratch", last_path)
 
+    # Read (and checked) now rather than after the last epoch.
+    inherited = _temperature_source(cfg, init_desc) if cfg.train_on_val else (1.0, None)
     net: nn.Module = model
     if rt.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -658,16 +663,29 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if rt.world > 1:
         dist.barrier()
 
-    test_metrics = _finish(out, splits, rt, init_desc) if rt.main else None
+    test_metrics = _finish(out, splits, rt, inherited) if rt.main else None
     if rt.world > 1:
         dist.destroy_process_group()
     return TrainResult(out, best_epoch, best_val_acc, history, test_metrics)
 
 
-def _finish(out: Path, splits: Splits, rt: Runtime, init_desc: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None) -> tuple[float, str | None]:
+    """The temperature a --train-on-val run inherits, and the checkpoint it comes from (1.0, None: none)."""
+    if cfg.temperature_of:
+        ckpt = load_checkpoint(cfg.temperature_of)
+        if trained_on_val(ckpt) or "temperature" not in ckpt:
+            raise ValueError(f"--temperature-of {cfg.temperature_of}: not a temperature fitted on held-out "
+                             "validation faces (a finished run that did not train on them)")
+        return float(ckpt["temperature"]), cfg.temperature_of
+    if init_desc and init_desc.get("temperature"):
+        return float(init_desc["temperature"]), init_desc["path"]
+    return 1.0, None
+
+
+def _finish(out: Path, splits: Splits, rt: Runtime, inherited: tuple[float, str | None] = (1.0, None)) -> dict[str, Any] | None:
     """Evaluate the best checkpoint once on validation and on PublicTest, fit the softmax
     temperature on validation, and store all of it in the checkpoint. After --train-on-val the
-    validation figures are stored as ``val_trained_on`` and the temperature is --init-from's (or 1)."""
+    validation figures are stored as ``val_trained_on`` and the temperature is ``inherited``."""
     from fer_train.calibration import expected_calibration_error, fit_temperature, softmax
     from fer_train.evaluate import checkpoint_logits, evaluate_logits
     from fer_train.plots import plot_confusion
@@ -679,13 +697,10 @@ def _finish(out: Path, splits: Splits, rt: Runtime, init_desc: dict[str, Any] | 
     if splits.val_in_train:
         plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (trained on: not held out)")
         ckpt["metrics"]["val_trained_on"] = val["single"]
-        # Fitting on faces it trained on would make it overconfident; the model it was fine-tuned from
-        # had its temperature fitted on them while they were still held out.
-        temperature = float((init_desc or {}).get("temperature") or 1.0)
-        calibration: dict[str, Any] = {
-            "temperature": temperature,
-            "temperature_from": (init_desc or {}).get("path") if temperature != 1.0 else None,
-        }
+        # Fitting it on faces the model trained on would make it overconfident: it comes from a
+        # checkpoint whose temperature was fitted on them while they were held out.
+        temperature, source = inherited
+        calibration: dict[str, Any] = {"temperature": temperature, "temperature_from": source}
     else:
         plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (best epoch)")
         ckpt["metrics"]["val"] = val["single"]
