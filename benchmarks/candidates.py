@@ -10,7 +10,9 @@ same precision.
 
 A candidate is a registered architecture name, optionally with overrides of its builder's
 arguments: ``vgg-small:widths=24-48-96-192,blocks=1-2-2-3`` (tuples dash-separated). Input size,
-channels and classes are fixed: they are the runtime's contract.
+channels and classes are fixed: they are the runtime's contract. ``model:NAME`` is a bundled,
+trained model instead (its fp32 file and its ``NAME-int8`` sibling, sha256-checked, as shipped):
+trained models compared with each other, interleaved, after training.
 """
 
 from __future__ import annotations
@@ -29,6 +31,37 @@ PRECISIONS = ("fp32", "int8")
 
 
 FIXED = ("in_channels", "num_classes", "input_size")  # the runtime's input and output: not for timing here
+BUNDLED_PREFIX = "model:"
+
+
+def _bundled_candidate(spec: str, folder: Path, i: int) -> dict[str, Any]:
+    """A ``model:NAME`` candidate: the bundled fp32 and int8 files, written into ``folder``."""
+    import json
+
+    from fer_bench.flops import count_flops
+    from fer_runtime.bundled import BUNDLED_MODELS, read_bundled
+    from fer_runtime.errors import ModelError
+    from fer_runtime.recognizer import METADATA_KEY
+    from fer_train.models import build_model
+
+    name = spec[len(BUNDLED_PREFIX):]
+    if name not in BUNDLED_MODELS or f"{name}-int8" not in BUNDLED_MODELS:
+        fp32s = sorted(n for n in BUNDLED_MODELS if f"{n}-int8" in BUNDLED_MODELS)
+        raise ValueError(f"{spec!r}: no bundled fp32 model {name!r} with an int8 sibling; bundled: {', '.join(fp32s)}")
+    files = {"fp32": folder / f"c{i}.onnx", "int8": folder / f"c{i}.int8.onnx"}
+    try:
+        for precision, suffix in (("fp32", ""), ("int8", "-int8")):
+            files[precision].write_bytes(read_bundled(name + suffix))
+    except ModelError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(files["fp32"]), load_external_data=False).metadata_props}
+    meta = json.loads(props[METADATA_KEY])
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["arch_args"].items()}
+    return {"spec": spec, "arch": meta["arch"], "overrides": {}, "bundled": name,
+            "parameters": int(meta["num_parameters"]), "mflop": count_flops(build_model(meta["arch"], **args).eval()) / 1e6,
+            "files": files}
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -77,10 +110,16 @@ def export_candidates(specs: Sequence[str], folder: Path, seed: int = 0) -> list
 
     if len(set(specs)) != len(specs):
         raise ValueError("each candidate may be named once")
-    parsed = [parse_spec(spec) for spec in specs]  # every spec checked before the first (slow) export
+    # Every spec checked before the first (slow) export; bundled models are read (and checked) here too.
+    parsed = [None if spec.startswith(BUNDLED_PREFIX) else parse_spec(spec) for spec in specs]
+    bundled = {i: _bundled_candidate(spec, folder, i) for i, spec in enumerate(specs) if parsed[i] is None}
     calib = np.random.default_rng(seed).normal(size=(64, 1, 48, 48)).astype(np.float32)
     out = []
-    for i, (spec, (name, overrides)) in enumerate(zip(specs, parsed)):
+    for i, (spec, parsed_spec) in enumerate(zip(specs, parsed)):
+        if parsed_spec is None:
+            out.append(bundled[i])
+            continue
+        name, overrides = parsed_spec
         torch.manual_seed(seed)
         model = build_model(name, **overrides).eval()
         fp32, int8 = folder / f"c{i}.onnx", folder / f"c{i}.int8.onnx"

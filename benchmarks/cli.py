@@ -136,14 +136,17 @@ def latency(model: ModelOpt = "", checkpoint: CkptOpt = None, batch_sizes: Batch
 @app.command("arch")
 def arch(
     candidates: Annotated[list[str], typer.Argument(help="Architectures to compare, the first as reference: registry "
-                                                     "names, optionally with overrides, e.g. vgg-small:widths=24-48-96-192.")],
+                                                     "names, optionally with overrides, e.g. vgg-small:widths=24-48-96-192; or model:NAME, a bundled trained model (its fp32 and int8 files).")],
     threads: ThreadOpt = "1,2",
     rounds: Annotated[int, typer.Option(help="Timed calls per candidate, precision and thread count.")] = 300,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", "-o", help="Also write arch.json and arch.md here.")] = None,
 ) -> None:
-    """Batch-1 latency of untrained architectures (random weights), fp32 and int8 ONNX, before training them.
+    """Batch-1 latency of untrained architectures (random weights), fp32 and int8 ONNX, before training them;
+    or of bundled trained models, interleaved call by call.
 
     fer-bench arch vgg-small vgg-small:widths=20-40-80-160 vgg-small:widths=24-48-96-192 --threads 1
+
+    fer-bench arch model:vgg-medium model:vgg-taper --threads 1
     """
     import json
 

@@ -61,7 +61,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             name="vgg-medium",
             filename="vgg-medium.onnx",
             sha256="a28715bedbb78b62bd4d7f64b5036dd7076e89a4b0c324b92f82b24b573ce32b",
-            description="the fast variant: VGG-style CNN at 5/8 of vgg's width (456k parameters, 75 MFLOP) distilled from the previous vgg, then weight-averaged (SWA), fp32; PublicTest 67.3%",
+            description="VGG-style CNN at 5/8 of vgg's width (456k parameters, 75 MFLOP) distilled from the previous vgg, then weight-averaged (SWA), fp32; PublicTest 67.3% (the fast variant before vgg-taper)",
         ),
         BundledModel(
             name="vgg-medium-int8",
@@ -74,6 +74,24 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             filename="vgg-medium-fp16.onnx",
             sha256="18b7dda6931d06fb3ea400ecba133113ba52626e76ad6dc51b7db9218ca899cd",
             description="vgg-medium, fp16 with float32 IO (for GPUs)",
+        ),
+        BundledModel(
+            name="vgg-taper",
+            filename="vgg-taper.onnx",
+            sha256="97d705de62279cfd3d1f2b195d824d75f787ea72f28e357a20b6551739a49070",
+            description="the fast variant: VGG-style CNN tapering from 12 to 192 channels, three convs at 6x6 (956k parameters, 107 MFLOP; int8 as fast as vgg-medium's), distilled from vgg-deep and the previous vgg with weight averaging (SWA), fp32; PublicTest 67.8%",
+        ),
+        BundledModel(
+            name="vgg-taper-int8",
+            filename="vgg-taper-int8.onnx",
+            sha256="f893df46506153a1102d1ee16bfa0e13ee77c30af888e7b6e8a3949c546fe063",
+            description="vgg-taper, static int8 QDQ (first conv and last linear in float)",
+        ),
+        BundledModel(
+            name="vgg-taper-fp16",
+            filename="vgg-taper-fp16.onnx",
+            sha256="e1494fb9921bd9f3bddaba2a1b5b496f5f1a7e0aacca51f6dba1e68e22d4ba21",
+            description="vgg-taper, fp16 with float32 IO (for GPUs)",
         ),
         BundledModel(
             name="vgg",

@@ -182,3 +182,18 @@ def test_arch_times_untrained_candidates(tmp_path):
     for spec, message in (("nope", "unknown architecture 'nope'"), ("vgg:widths=32-64", "equal length")):
         bad = _bench("arch", spec, "--rounds", "10")
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_arch_times_bundled_trained_models_as_shipped():
+    from fer_bench.candidates import run_candidates
+    from fer_train.models import build_model, count_parameters
+
+    result = run_candidates(["model:vgg-small", "model:seed"], [1], rounds=10)
+    assert [(c["arch"], c["bundled"], c["parameters"]) for c in result["candidates"]] == [
+        ("vgg-small", "vgg-small", count_parameters(build_model("vgg-small"))),
+        ("seed", "seed", count_parameters(build_model("seed")))]
+    assert sorted((r["spec"], r["precision"]) for r in result["latency"]) == [
+        ("model:seed", "fp32"), ("model:seed", "int8"), ("model:vgg-small", "fp32"), ("model:vgg-small", "int8")]
+    for spec in ("model:nope", "model:vgg-small-int8"):  # unknown, or no int8 sibling to time beside it
+        with pytest.raises(ValueError, match="no bundled fp32 model"):
+            run_candidates([spec], [1], rounds=10)
