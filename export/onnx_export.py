@@ -391,7 +391,8 @@ def export_onnx(
 def _summarise_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers from a checkpoint's metrics (the per-class tables stay in the checkpoint)."""
     if metrics.get("val_trained_on"):  # --train-on-val: no held-out validation figure to report
-        out: dict[str, Any] = {"trained_on_val": True, **({"epoch": metrics["best_epoch"]} if "best_epoch" in metrics else {})}
+        out: dict[str, Any] = {"trained_on_val": True, **{k: metrics[k] for k in ("recipe_val_accuracy",) if k in metrics},
+                               **({"epoch": metrics["best_epoch"]} if "best_epoch" in metrics else {})}
     else:
         out = {k: metrics[k] for k in ("best_val_acc", "best_epoch") if k in metrics}
     for key, name in (("val", "val"), ("test", "test"), ("test_flip_tta", "test_flip_tta")):

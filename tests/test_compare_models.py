@@ -75,3 +75,23 @@ def test_a_model_that_trained_on_the_validation_faces_is_compared_on_publictest_
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("val") and f"skipped: {fitted} trained on the validation faces" in lines[0]
     assert lines[1].startswith("PublicTest") and "difference +0.00%" in lines[1]
+
+
+def test_pixel_twins_are_found_by_exact_content():
+    rng = np.random.default_rng(0)
+    pool = rng.integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    near = pool[1].copy()
+    near[0, 0] ^= 1  # one pixel off: not a twin
+    images = np.stack([pool[3], near, pool[0], rng.integers(0, 256, (48, 48), dtype=np.uint8)])
+    assert cm.has_duplicate_in(images, pool).tolist() == [True, False, True, False]
+    assert cm.has_duplicate_in(images, pool[:0]).tolist() == [False] * 4
+
+
+@pytest.mark.data
+def test_dedup_splits_publictest_by_training_twins(fer_path, capsys):
+    assert cm.main(["vgg-small", "vgg-small", "--data", str(fer_path), "--dedup"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(" n=")[0].strip() for ln in lines] == [
+        "val", "PublicTest", "PublicTest without Training twins", "twins in the training part", "twins only in validation"]
+    sizes = [int(ln.split(" n=")[1].split(":")[0]) for ln in lines]
+    assert sizes[1] == 3589 and sizes[2] + sizes[3] + sizes[4] == 3589 and sizes[3] + sizes[4] == 280  # the known leak

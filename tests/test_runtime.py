@@ -52,10 +52,14 @@ def test_default_is_the_bundled_flagship_and_verified(rec):
     meta = rec.info.metadata
     assert meta["arch"] == "vgg-deep" and meta["precision"] == "fp32"
     # The flagship is the best bundled model by validation accuracy (the selection rule: PublicTest
-    # is reported, never used for choosing), as its metadata records.
-    best = max((EmotionRecognizer(n).info.metadata["metrics"]["val_accuracy"], n)
-               for n in BUNDLED_MODELS if not n.endswith(("-int8", "-fp16")))
-    assert best[1] == "vgg-deep" and meta["metrics"]["val_accuracy"] == best[0]
+    # is reported, never used for choosing), as its metadata records. A final fit trained on the
+    # validation faces: it carries the validation accuracy of the run it refits, validation held out.
+    def selection_figure(name: str) -> float:
+        metrics = EmotionRecognizer(name).info.metadata["metrics"]
+        return metrics["recipe_val_accuracy"] if metrics.get("trained_on_val") else metrics["val_accuracy"]
+
+    best = max((selection_figure(n), n) for n in BUNDLED_MODELS if not n.endswith(("-int8", "-fp16")))
+    assert best[1] == "vgg-deep" and selection_figure("vgg-deep") == best[0]
     assert rec.info.temperature == pytest.approx(meta["temperature"]) and rec.info.temperature != 1.0
 
 

@@ -279,6 +279,7 @@ def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_
     # The temperature is the one fitted on validation before those faces were trained on.
     assert best["temperature"] == load_checkpoint(init)["temperature"] != 1.0
     assert metrics["calibration"]["temperature_from"] == str(init)
+    assert metrics["calibration"]["temperature_from_sha256"] == best["init_from"]["sha256"]
     summary = _summarise_metrics(metrics)
     assert summary["trained_on_val"] and "val_accuracy" not in summary and "best_val_acc" not in summary
     result = CliRunner().invoke(eval_app, [str(tmp_path / "fit" / "best.pt"), "--split", "val", "--data", str(fer_path)])
@@ -292,7 +293,9 @@ def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_
     with pytest.raises(ValueError, match="for train_on_val runs"):
         TrainConfig(temperature_of=str(init))
     twin = TrainConfig(train_on_val=True, temperature_of=str(init))
-    assert engine._temperature_source(twin, best["init_from"]) == (load_checkpoint(init)["temperature"], str(init))
+    source = engine._temperature_source(twin, best["init_from"])
+    assert source["temperature"] == load_checkpoint(init)["temperature"] and source["temperature_from"] == str(init)
+    assert source["recipe_val_accuracy"] == load_checkpoint(init)["metrics"]["val"]["accuracy"]
     with pytest.raises(ValueError, match="not a temperature fitted on held-out"):
         train(TrainConfig(**{**held_out, "out_dir": str(tmp_path / "t")}, train_on_val=True,
                           temperature_of=str(tmp_path / "fit" / "best.pt")))

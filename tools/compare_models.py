@@ -8,7 +8,9 @@ with a 95% confidence interval, and McNemar's exact p-value. Pairing matters: tw
 the same faces agree on most of them, so only the faces where they disagree decide which is better,
 and the uncertainty of the difference is not that of two independent accuracies. Selection stays
 on validation; PublicTest is reported. A model exported from a ``fer-train --train-on-val`` run
-trained on the validation faces: its validation comparison is skipped.
+trained on the validation faces: its validation comparison is skipped. ``--dedup`` adds PublicTest
+without the faces that have a pixel-identical twin in Training (FER2013's known leak), and the twins
+themselves, split by where the twin lies (the training part, or only the validation split).
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def paired(right_a: np.ndarray, right_b: np.ndarray) -> Paired:
                   int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum()))
 
 
+def has_duplicate_in(images: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """For each image, whether ``pool`` holds a pixel-identical one (FER2013 has 280 such PublicTest
+    faces in Training: a model that trained on the twin may just remember it)."""
+    seen = {img.tobytes() for img in pool}
+    return np.fromiter((img.tobytes() in seen for img in images), bool, len(images))
+
+
 def correct(rec, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> np.ndarray:
     """Per-face correctness of an ``EmotionRecognizer``'s argmax."""
     probs = np.concatenate([rec.predict_proba(images[i:i + batch]) for i in range(0, len(images), batch)])
@@ -74,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", help="bundled model name or .onnx path")
     parser.add_argument("--data", help="FER2013 source (default: $FER2013_PATH, else ./data/fer2013 or "
                         "../shared/data/fer2013); validation is fer-train's default split (10%%, seed 0)")
+    parser.add_argument("--dedup", action="store_true",
+                        help="also compare on PublicTest without the faces that have a pixel-identical twin in "
+                             "Training, and on those twins split by where the twin is (training part or validation)")
     args = parser.parse_args(argv)
 
     from fer_runtime import LABELS, EmotionRecognizer, FerError
@@ -89,11 +101,20 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("the data has no PublicTest rows")
         fitted = [name for name, rec in ((args.a, rec_a), (args.b, rec_b))
                   if rec.info.metadata.get("metrics", {}).get("trained_on_val")]
-        for name, d in (("val", splits.val), ("PublicTest", splits.test)):
+        parts = [("val", splits.val.images, splits.val.labels), ("PublicTest", splits.test.images, splits.test.labels)]
+        if args.dedup:
+            in_val = has_duplicate_in(splits.test.images, splits.val.images)
+            in_train = has_duplicate_in(splits.test.images, splits.train.images)
+            clean = ~(in_val | in_train)
+            for name, mask in (("PublicTest without Training twins", clean),
+                               ("twins in the training part", in_train), ("twins only in validation", in_val & ~in_train)):
+                if mask.any():
+                    parts.append((name, splits.test.images[mask], splits.test.labels[mask]))
+        for name, images, labels in parts:
             if name == "val" and fitted:
                 print(f"{name:<10} skipped: {' and '.join(fitted)} trained on the validation faces (fer-train --train-on-val)")
                 continue
-            r = paired(correct(rec_a, d.images, d.labels), correct(rec_b, d.images, d.labels))
+            r = paired(correct(rec_a, images, labels), correct(rec_b, images, labels))
             lo, hi = r.ci95()
             print(f"{name:<10} n={r.n}: {args.a} {r.acc_a:.2%}, {args.b} {r.acc_b:.2%}; "
                   f"difference {r.diff:+.2%} (95% CI {lo:+.2%} to {hi:+.2%}); "

@@ -526,7 +526,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         log.info("no %s yet: starting from scratch", last_path)
 
     # Read (and checked) now rather than after the last epoch.
-    inherited = _temperature_source(cfg, init_desc) if cfg.train_on_val else (1.0, None)
+    inherited = _temperature_source(cfg, init_desc) if cfg.train_on_val else None
     net: nn.Module = model
     if rt.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -669,20 +669,26 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     return TrainResult(out, best_epoch, best_val_acc, history, test_metrics)
 
 
-def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None) -> tuple[float, str | None]:
-    """The temperature a --train-on-val run inherits, and the checkpoint it comes from (1.0, None: none)."""
+def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None) -> dict[str, Any]:
+    """The temperature a --train-on-val run inherits and where it comes from: --temperature-of (whose
+    validation accuracy is recorded too: the same recipe's, validation held out), else --init-from."""
     if cfg.temperature_of:
+        from fer_train.data import file_sha256
+
         ckpt = load_checkpoint(cfg.temperature_of)
         if trained_on_val(ckpt) or "temperature" not in ckpt:
             raise ValueError(f"--temperature-of {cfg.temperature_of}: not a temperature fitted on held-out "
                              "validation faces (a finished run that did not train on them)")
-        return float(ckpt["temperature"]), cfg.temperature_of
+        return {"temperature": float(ckpt["temperature"]), "temperature_from": cfg.temperature_of,
+                "temperature_from_sha256": file_sha256(Path(cfg.temperature_of)),
+                "recipe_val_accuracy": ckpt.get("metrics", {}).get("val", {}).get("accuracy")}
     if init_desc and init_desc.get("temperature"):
-        return float(init_desc["temperature"]), init_desc["path"]
-    return 1.0, None
+        return {"temperature": float(init_desc["temperature"]), "temperature_from": init_desc["path"],
+                "temperature_from_sha256": init_desc["sha256"]}
+    return {"temperature": 1.0, "temperature_from": None}
 
 
-def _finish(out: Path, splits: Splits, rt: Runtime, inherited: tuple[float, str | None] = (1.0, None)) -> dict[str, Any] | None:
+def _finish(out: Path, splits: Splits, rt: Runtime, inherited: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Evaluate the best checkpoint once on validation and on PublicTest, fit the softmax
     temperature on validation, and store all of it in the checkpoint. After --train-on-val the
     validation figures are stored as ``val_trained_on`` and the temperature is ``inherited``."""
@@ -699,8 +705,12 @@ def _finish(out: Path, splits: Splits, rt: Runtime, inherited: tuple[float, str 
         ckpt["metrics"]["val_trained_on"] = val["single"]
         # Fitting it on faces the model trained on would make it overconfident: it comes from a
         # checkpoint whose temperature was fitted on them while they were held out.
-        temperature, source = inherited
-        calibration: dict[str, Any] = {"temperature": temperature, "temperature_from": source}
+        inherited = dict(inherited or {"temperature": 1.0, "temperature_from": None})
+        recipe_val = inherited.pop("recipe_val_accuracy", None)
+        if recipe_val is not None:  # the selection figure of what this run refits
+            ckpt["metrics"]["recipe_val_accuracy"] = recipe_val
+        temperature = inherited["temperature"]
+        calibration: dict[str, Any] = inherited
     else:
         plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (best epoch)")
         ckpt["metrics"]["val"] = val["single"]
