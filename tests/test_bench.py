@@ -197,3 +197,12 @@ def test_arch_times_bundled_trained_models_as_shipped():
     for spec in ("model:nope", "model:vgg-small-int8"):  # unknown, or no int8 sibling to time beside it
         with pytest.raises(ValueError, match="no bundled fp32 model"):
             run_candidates([spec], [1], rounds=10)
+
+
+def test_a_bundled_candidate_is_the_shipped_bytes(tmp_path):
+    from fer_bench.candidates import _bundled_candidate
+    from fer_runtime.bundled import read_bundled
+
+    c = _bundled_candidate("model:vgg-small", tmp_path, 0)
+    assert c["files"]["fp32"].read_bytes() == read_bundled("vgg-small")
+    assert c["files"]["int8"].read_bytes() == read_bundled("vgg-small-int8")

@@ -260,7 +260,8 @@ def test_train_on_val_adds_the_validation_faces_to_training(fer_path):
     assert fit.describe()["val_in_train"] is True and "val_in_train" not in plain.describe()
 
 
-def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_runs(fer_path, tmp_path, uninterrupted):
+def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_runs(fer_path, tmp_path, uninterrupted,
+                                                                                     monkeypatch):
     from typer.testing import CliRunner
 
     from fer_export.onnx_export import _summarise_metrics
@@ -269,7 +270,11 @@ def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_
     init = uninterrupted / "best.pt"
     cfg = TrainConfig(data=str(fer_path), out_dir=str(tmp_path / "fit"), init_from=str(init), train_on_val=True,
                       **{**TINY, "epochs": 2})
+    scores = iter([0.9, 0.1])  # validation would pick epoch 1; the final fit must keep epoch 2 anyway
+    real_evaluate = engine._evaluate
+    monkeypatch.setattr(engine, "_evaluate", lambda *a: (real_evaluate(*a)[0], next(scores)))
     train(cfg)
+    monkeypatch.setattr(engine, "_evaluate", real_evaluate)
     best, last = load_checkpoint(tmp_path / "fit" / "best.pt"), load_checkpoint(tmp_path / "fit" / "last.pt")
     assert best["epoch"] == 2 and best["data"]["val_in_train"]  # the last epoch, whatever validation said
     for key, tensor in last["state_dict"].items():
@@ -293,9 +298,12 @@ def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_
     with pytest.raises(ValueError, match="for train_on_val runs"):
         TrainConfig(temperature_of=str(init))
     twin = TrainConfig(train_on_val=True, temperature_of=str(init))
-    source = engine._temperature_source(twin, best["init_from"])
+    source = engine._temperature_source(twin, best["init_from"], best["arch_args"], best["data"])
     assert source["temperature"] == load_checkpoint(init)["temperature"] and source["temperature_from"] == str(init)
     assert source["recipe_val_accuracy"] == load_checkpoint(init)["metrics"]["val"]["accuracy"]
+    with pytest.raises(ValueError, match="must be the run this one refits"):
+        engine._temperature_source(TrainConfig(train_on_val=True, temperature_of=str(init), split_seed=1),
+                                   None, best["arch_args"], best["data"])
     with pytest.raises(ValueError, match="not a temperature fitted on held-out"):
         train(TrainConfig(**{**held_out, "out_dir": str(tmp_path / "t")}, train_on_val=True,
                           temperature_of=str(tmp_path / "fit" / "best.pt")))

@@ -526,7 +526,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         log.info("no %s yet: starting from scratch", last_path)
 
     # Read (and checked) now rather than after the last epoch.
-    inherited = _temperature_source(cfg, init_desc) if cfg.train_on_val else None
+    inherited = _temperature_source(cfg, init_desc, args, data_desc) if cfg.train_on_val else None
     net: nn.Module = model
     if rt.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -663,13 +663,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if rt.world > 1:
         dist.barrier()
 
-    test_metrics = _finish(out, splits, rt, inherited) if rt.main else None
+    test_metrics = _finish(out, splits, rt, inherited, cfg.temperature_of) if rt.main else None
     if rt.world > 1:
         dist.destroy_process_group()
     return TrainResult(out, best_epoch, best_val_acc, history, test_metrics)
 
 
-def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None) -> dict[str, Any]:
+def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None, args: dict[str, Any],
+                        data_desc: dict[str, Any]) -> dict[str, Any]:
     """The temperature a --train-on-val run inherits and where it comes from: --temperature-of (whose
     validation accuracy is recorded too: the same recipe's, validation held out), else --init-from."""
     if cfg.temperature_of:
@@ -679,16 +680,25 @@ def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None) -> d
         if trained_on_val(ckpt) or "temperature" not in ckpt:
             raise ValueError(f"--temperature-of {cfg.temperature_of}: not a temperature fitted on held-out "
                              "validation faces (a finished run that did not train on them)")
+        theirs = ckpt.get("train_config", {})
+        if (ckpt.get("arch"), ckpt.get("arch_args")) != (cfg.arch, args) or ckpt.get("preprocess") != cfg.preprocess.to_dict() \
+                or ckpt.get("data", {}).get("sha256") != data_desc["sha256"] \
+                or (theirs.get("val_fraction", 0.1), theirs.get("split_seed", 0)) != (cfg.val_fraction, cfg.split_seed):
+            raise ValueError(f"--temperature-of {cfg.temperature_of}: another architecture, preprocessing, data or "
+                             "validation split; it must be the run this one refits")
         return {"temperature": float(ckpt["temperature"]), "temperature_from": cfg.temperature_of,
                 "temperature_from_sha256": file_sha256(Path(cfg.temperature_of)),
                 "recipe_val_accuracy": ckpt.get("metrics", {}).get("val", {}).get("accuracy")}
     if init_desc and init_desc.get("temperature"):
         return {"temperature": float(init_desc["temperature"]), "temperature_from": init_desc["path"],
                 "temperature_from_sha256": init_desc["sha256"]}
+    log.warning("--train-on-val without --temperature-of or a calibrated --init-from: the temperature stays 1 "
+                "(uncalibrated probabilities)")
     return {"temperature": 1.0, "temperature_from": None}
 
 
-def _finish(out: Path, splits: Splits, rt: Runtime, inherited: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def _finish(out: Path, splits: Splits, rt: Runtime, inherited: dict[str, Any] | None = None,
+            temperature_of: str | None = None) -> dict[str, Any] | None:
     """Evaluate the best checkpoint once on validation and on PublicTest, fit the softmax
     temperature on validation, and store all of it in the checkpoint. After --train-on-val the
     validation figures are stored as ``val_trained_on`` and the temperature is ``inherited``."""
@@ -707,8 +717,11 @@ def _finish(out: Path, splits: Splits, rt: Runtime, inherited: dict[str, Any] | 
         # checkpoint whose temperature was fitted on them while they were held out.
         inherited = dict(inherited or {"temperature": 1.0, "temperature_from": None})
         recipe_val = inherited.pop("recipe_val_accuracy", None)
+        ckpt["metrics"].pop("recipe_val_accuracy", None)  # from an earlier evaluation of this checkpoint
         if recipe_val is not None:  # the selection figure of what this run refits
             ckpt["metrics"]["recipe_val_accuracy"] = recipe_val
+        # A resumed run may name its temperature source by another path (e.g. after a ship moved it).
+        ckpt["train_config"]["temperature_of"] = temperature_of
         temperature = inherited["temperature"]
         calibration: dict[str, Any] = inherited
     else:
