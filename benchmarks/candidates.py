@@ -36,12 +36,10 @@ BUNDLED_PREFIX = "model:"
 
 def _bundled_candidate(spec: str, folder: Path, i: int) -> dict[str, Any]:
     """A ``model:NAME`` candidate: the bundled fp32 and int8 files, written into ``folder``."""
-    import json
-
     from fer_bench.flops import count_flops
     from fer_runtime.bundled import BUNDLED_MODELS, read_bundled
     from fer_runtime.errors import ModelError
-    from fer_runtime.recognizer import METADATA_KEY
+    from fer_runtime.recognizer import read_metadata
     from fer_train.models import build_model
 
     name = spec[len(BUNDLED_PREFIX):]
@@ -57,7 +55,7 @@ def _bundled_candidate(spec: str, folder: Path, i: int) -> dict[str, Any]:
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(files["fp32"]), load_external_data=False).metadata_props}
-    meta = json.loads(props[METADATA_KEY])
+    meta = read_metadata(props, spec)
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["arch_args"].items()}
     return {"spec": spec, "arch": meta["arch"], "overrides": {}, "bundled": name,
             "parameters": int(meta["num_parameters"]), "mflop": count_flops(build_model(meta["arch"], **args).eval()) / 1e6,

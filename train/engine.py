@@ -326,6 +326,13 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, rt: Runtime, batch_si
     model.train(was_training)
 
 
+def _same_split(ckpt: dict[str, Any], cfg: TrainConfig, data_desc: dict[str, Any]) -> bool:
+    """Whether a checkpoint trained on this run's data with this run's validation split."""
+    theirs = ckpt.get("train_config", {})
+    return (ckpt.get("data", {}).get("sha256") == data_desc["sha256"]
+            and (theirs.get("val_fraction", 0.1), theirs.get("split_seed", 0)) == (cfg.val_fraction, cfg.split_seed))
+
+
 def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg: PreprocessConfig,
                   data_desc: dict[str, Any]) -> dict[str, Any]:
     """Load ``cfg.init_from``'s weights into ``model``; returns a description for the new checkpoint.
@@ -338,9 +345,7 @@ def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg
         raise ValueError(f"--init-from {cfg.init_from} is {ckpt['arch']} {ckpt['arch_args']}, not {cfg.arch} {args}")
     if ckpt["preprocess"] != pcfg.to_dict() or tuple(ckpt["labels"]) != tuple(LABELS):
         raise ValueError(f"--init-from {cfg.init_from} was trained with other preprocessing or labels")
-    theirs = ckpt.get("train_config", {})
-    if (ckpt.get("data", {}).get("sha256") != data_desc["sha256"]
-            or (theirs.get("val_fraction", 0.1), theirs.get("split_seed", 0)) != (cfg.val_fraction, cfg.split_seed)):
+    if not _same_split(ckpt, cfg, data_desc):
         raise ValueError(f"--init-from {cfg.init_from} was trained on other data or another validation split: "
                          "its training faces may include this run's validation faces")
     if trained_on_val(ckpt) and not cfg.train_on_val:
@@ -680,10 +685,8 @@ def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None, args
         if trained_on_val(ckpt) or "temperature" not in ckpt:
             raise ValueError(f"--temperature-of {cfg.temperature_of}: not a temperature fitted on held-out "
                              "validation faces (a finished run that did not train on them)")
-        theirs = ckpt.get("train_config", {})
-        if (ckpt.get("arch"), ckpt.get("arch_args")) != (cfg.arch, args) or ckpt.get("preprocess") != cfg.preprocess.to_dict() \
-                or ckpt.get("data", {}).get("sha256") != data_desc["sha256"] \
-                or (theirs.get("val_fraction", 0.1), theirs.get("split_seed", 0)) != (cfg.val_fraction, cfg.split_seed):
+        if ((ckpt.get("arch"), ckpt.get("arch_args")) != (cfg.arch, args) or ckpt.get("preprocess") != cfg.preprocess.to_dict()
+                or not _same_split(ckpt, cfg, data_desc)):
             raise ValueError(f"--temperature-of {cfg.temperature_of}: another architecture, preprocessing, data or "
                              "validation split; it must be the run this one refits")
         return {"temperature": float(ckpt["temperature"]), "temperature_from": cfg.temperature_of,
