@@ -78,19 +78,19 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         BundledModel(
             name="vgg-taper",
             filename="vgg-taper.onnx",
-            sha256="97d705de62279cfd3d1f2b195d824d75f787ea72f28e357a20b6551739a49070",
-            description="the fast variant: VGG-style CNN tapering from 12 to 192 channels, three convs at 6x6 (956k parameters, 107 MFLOP; int8 as fast as vgg-medium's), distilled from vgg-deep and the previous vgg with weight averaging (SWA), fp32; PublicTest 67.8%",
+            sha256="7e6a6dc5c2d40532d957a54fec7827df0f0558fc6d9ec24ed6d7a730ec8cf92f",
+            description="the fast variant: VGG-style CNN tapering from 12 to 192 channels, three convs at 6x6 (956k parameters, 107 MFLOP; int8 as fast as vgg-medium's), distilled from vgg-deep and the previous vgg with weight averaging (SWA), refitted on all Training faces, fp32; PublicTest 68.3%",
         ),
         BundledModel(
             name="vgg-taper-int8",
             filename="vgg-taper-int8.onnx",
-            sha256="f893df46506153a1102d1ee16bfa0e13ee77c30af888e7b6e8a3949c546fe063",
+            sha256="0b416e09aa299cb475819e4a137b2a67b92256e7d88a8672cadd80604719c8ab",
             description="vgg-taper, static int8 QDQ (first conv and last linear in float)",
         ),
         BundledModel(
             name="vgg-taper-fp16",
             filename="vgg-taper-fp16.onnx",
-            sha256="e1494fb9921bd9f3bddaba2a1b5b496f5f1a7e0aacca51f6dba1e68e22d4ba21",
+            sha256="4d6e4fa953c8927a297bd364fd648904ef4a7c97cced845fb60b4cba32012011",
             description="vgg-taper, fp16 with float32 IO (for GPUs)",
         ),
         BundledModel(
