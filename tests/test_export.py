@@ -148,6 +148,7 @@ def test_every_registered_architecture_exports_with_parity(arch, tmp_path, fer_d
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)  # the convs have no bias of their own: a lost shift would show
     path = tmp_path / f"{arch}.onnx"
     to_onnx(model, 48, path)
     _check_onnx(path)
