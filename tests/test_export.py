@@ -139,7 +139,11 @@ def test_every_registered_architecture_exports_with_parity(arch, tmp_path, fer_d
     batch axis, onnx.checker) and matches PyTorch on real faces at batch 1 and 64. Its BatchNorm
     statistics are randomised first, so a wrongly folded normalisation cannot hide behind the
     identity statistics of a fresh model."""
-    from fer_export.onnx_export import _check_onnx, _session, check_parity, to_onnx
+    import inspect
+
+    from fer_export.onnx_export import _check_onnx, _session, check_parity, export_onnx, to_onnx
+
+    limit = inspect.signature(export_onnx).parameters["tolerance"].default  # fer-export's own limit
 
     torch.manual_seed(0)
     model = build_model(arch).eval()
@@ -155,6 +159,6 @@ def test_every_registered_architecture_exports_with_parity(arch, tmp_path, fer_d
     session = _session(path)
     assert isinstance(session.get_inputs()[0].shape[0], str)  # a named, dynamic batch axis, not the dummy's 2
     x = preprocess(fer_data.split("PublicTest").images[:96])
-    report = check_parity(model, session, x, 1e-4)  # fer-export's default limit
+    report = check_parity(model, session, x, limit)
     assert report.passed, (report.max_abs_diff, report.mismatched_faces)
     assert session.run(None, {session.get_inputs()[0].name: x[:3]})[0].shape == (3, 7)
