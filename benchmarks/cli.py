@@ -32,6 +32,8 @@ ThreadOpt = Annotated[str, typer.Option("--threads", help="Comma-separated CPU t
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Batch sizes 1, 8, 32 only and shorter timing: under a minute.")]
 OutOpt = Annotated[Path, typer.Option("--out-dir", "-o", help="Where fer_bench.json, .md and .png go.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+# The OpenCV zoo's YuNet (the same weights as the bundled detector), beside the project checkout.
+ORACLE_YUNET = Path(__file__).resolve().parents[2] / "shared" / "thirdparty" / "yunet" / "yunet_s_640_640.onnx"
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -171,6 +173,106 @@ def arch(
         (out_dir / "arch.json").write_text(json.dumps(result, indent=1))
         (out_dir / "arch.md").write_text(f"`{result['command']}`\n\n{table}")
         typer.echo(f"wrote {out_dir / 'arch.json'} and {out_dir / 'arch.md'}")
+
+
+def _write(out_dir: Path, stem: str, result: dict[str, Any], table: str) -> None:
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out_dir / f"{stem}.md").write_text(f"`{result['command']}`\n\n{table}")
+    typer.echo(f"wrote {out_dir / (stem + '.json')} and {out_dir / (stem + '.md')}")
+
+
+@app.command()
+def crops(
+    models: Annotated[list[str], typer.Option("--model", help="Classifiers to score (repeat); choose on ones that held the split out.")],
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="'val' (the validation faces carved from Training: for choosing) or 'PublicTest' (for reporting).")] = "val",
+    limit: Annotated[int, typer.Option(help="Use only the first N faces of the split (0: all).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the scenes (sizes, rolls, places, backgrounds).")] = 0,
+    grid: Annotated[str, typer.Option(help="'full': every framing compared (for choosing); 'report': the default "
+                                           "framing and three alternatives.")] = "full",
+    max_angle: Annotated[float, typer.Option(help="Faces are rolled by up to this many degrees either way.")] = 10.0,
+    out_dir: OutOpt = Path("bench-results"),
+) -> None:
+    """Which crop around YuNet's box suits the classifier: FER2013 faces pasted into scenes (48-200 px, rolled
+    by up to --max-angle degrees), detected, cropped with each framing and classified, beside the faces as plain crops."""
+    from fer_bench.detection import CROP_GRID, REPORT_GRID, crop_study, crops_markdown
+    from fer_bench.env import environment
+    from fer_runtime import EmotionRecognizer, FaceDetector, FerError
+    from fer_train.data import DataError, load_fer2013, make_splits
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if split not in ("val", "PublicTest"):
+        _fail(f"--split must be 'val' or 'PublicTest', got {split!r}", 2)
+    if grid not in ("full", "report"):
+        _fail(f"--grid must be 'full' or 'report', got {grid!r}", 2)
+    try:
+        splits = make_splits(load_fer2013(data))
+        classifiers = {m: EmotionRecognizer(m) for m in models}
+    except (DataError, FerError) as exc:
+        _fail(f"{exc}. {DATA_HINT}" if isinstance(exc, DataError) else str(exc))
+    part = splits.val if split == "val" else splits.test
+    n = limit or len(part.labels)
+    result = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": environment(), "split": split,
+              **crop_study(part.images[:n], part.labels[:n], classifiers, FaceDetector(),
+                           CROP_GRID if grid == "full" else REPORT_GRID, seed=seed, max_angle=max_angle,
+                           progress=lambda m: typer.echo(m, err=True))}
+    table = crops_markdown(result)
+    typer.echo(table)
+    _write(out_dir, "crops", result, table)
+
+
+@app.command()
+def detect(
+    rounds: Annotated[int, typer.Option(help="Timed calls per setting (latency parts).")] = 200,
+    models: Annotated[Optional[list[str]], typer.Option("--model", help="Classifiers for the end-to-end latency (repeat).")] = None,
+    quick: QuickOpt = False,
+    oracle_model: Annotated[Path, typer.Option(help="OpenCV zoo's 640x640 YuNet, for the decoder parity check "
+                                                    "(needs OpenCV; skipped with a note when absent).")] = ORACLE_YUNET,
+    out_dir: OutOpt = Path("bench-results"),
+) -> None:
+    """Whole frames: decoder parity with cv2.FaceDetectorYN, YuNet's recall by face width, the eight-face 1280x720 target, the detector's latency at
+    320/640/1280 px, and end-to-end latency per thread count and ORT spinning setting."""
+    from fer_bench.detection import (
+        detect_markdown,
+        detector_latency,
+        eight_faces,
+        per_face_latency,
+        recall_by_width,
+        settings_latency,
+    )
+    from fer_runtime import BUNDLED_MODELS
+    from fer_bench.env import describe, environment
+    from fer_runtime import FaceDetector
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    rounds = min(rounds, 30) if quick else rounds
+    say = lambda m: typer.echo(m, err=True)  # noqa: E731
+    env = environment()
+    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
+    try:
+        from fer_bench.detection import decoder_parity
+
+        if not oracle_model.is_file():
+            raise FileNotFoundError(f"{oracle_model} not found")
+        result["parity"] = decoder_parity(oracle_model)
+    except (ImportError, FileNotFoundError) as exc:
+        result["parity"] = {"skipped": str(exc)}
+    say("recall by face width")
+    result["recall"] = recall_by_width(FaceDetector(), [12, 16, 18, 20, 22, 24, 28, 32, 40], placements=5 if quick else 25, seed=1)
+    say("eight faces in 1280x720")
+    result["eight_faces"] = eight_faces(FaceDetector(), layouts=3 if quick else 20)
+    say("detector latency")
+    result["detector_latency"] = detector_latency(rounds=max(10, rounds // 2))
+    say("per-face latency of every bundled fp32 and int8 model")
+    result["per_face"] = per_face_latency([m for m in BUNDLED_MODELS if not m.endswith("-fp16")], rounds)
+    result["settings_latency"] = settings_latency(models or ["vgg-taper-int8", "vgg-deep"], rounds, progress=say)
+    typer.echo(describe(env))
+    table = detect_markdown(result)
+    typer.echo(table)
+    _write(out_dir, "detect", result, table)
 
 
 def run() -> None:

@@ -2,18 +2,20 @@
 
 >>> from fer_runtime import EmotionRecognizer
 >>> rec = EmotionRecognizer()            # the bundled default model, sha256-checked, offline
->>> rec.predict(face_image)[0].label     # doctest: +SKIP
+>>> rec.predict("face.jpg")[0].label     # doctest: +SKIP
+>>> rec.detect("photo.jpg")              # doctest: +SKIP  (whole frames: YuNet, bundled)
 
-Public API: :class:`EmotionRecognizer` and its result types, the one preprocessing function
-:func:`preprocess` (with its steps), the labels, the bundled-model registry and the exceptions.
+Public API: :class:`EmotionRecognizer` and its result types, the face detector and the pipeline
+that composes the two, image loading, the one preprocessing function :func:`preprocess` (with its
+steps), the labels, the bundled-model registries and the exceptions.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fer_runtime.bundled import BUNDLED_MODELS, DEFAULT_MODEL
-from fer_runtime.detect import Face
+from fer_runtime.bundled import BUNDLED_DETECTORS, BUNDLED_MODELS, DEFAULT_DETECTOR, DEFAULT_MODEL
+from fer_runtime.detector import Detection, FaceDetector
 from fer_runtime.errors import FerError, InputError, MissingExtraError, ModelError, ModelIntegrityError, ProviderError
 from fer_runtime.labels import LABELS, NUM_CLASSES
 from fer_runtime.preprocessing import (
@@ -24,7 +26,10 @@ from fer_runtime.preprocessing import (
     resize,
     to_gray,
 )
-from fer_runtime.recognizer import EmotionRecognizer, ModelInfo, Prediction
+from fer_runtime.images import DEFAULT_MAX_PIXELS, load_image
+from fer_runtime.pipeline import CropConfig, Face, FacePipeline
+from fer_runtime.recognizer import EmotionRecognizer, ModelInfo
+from fer_runtime.results import Prediction
 
 try:
     __version__ = version("fer-edge")
@@ -32,12 +37,19 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "BUNDLED_DETECTORS",
     "BUNDLED_MODELS",
+    "DEFAULT_DETECTOR",
+    "DEFAULT_MAX_PIXELS",
     "DEFAULT_MODEL",
     "LABELS",
     "NUM_CLASSES",
+    "CropConfig",
+    "Detection",
     "EmotionRecognizer",
     "Face",
+    "FaceDetector",
+    "FacePipeline",
     "FerError",
     "InputError",
     "MissingExtraError",
@@ -50,6 +62,7 @@ __all__ = [
     "__version__",
     "equalize_hist",
     "faces_to_uint8",
+    "load_image",
     "preprocess",
     "resize",
     "to_gray",

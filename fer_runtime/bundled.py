@@ -134,21 +134,42 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
 DEFAULT_MODEL = "vgg-deep"  # the best recipe on validation within the edge budget, refitted on all Training faces (MODEL_CARD.md)
 
 
+# Third-party face detectors (origin and license: fer_runtime/models/THIRD_PARTY_NOTICES.md).
+BUNDLED_DETECTORS: dict[str, BundledModel] = {
+    "yunet": BundledModel(
+        name="yunet",
+        filename="yunet_s_dynamic.onnx",
+        sha256="daede24002cc8590f457998cc5e6c9e8b82f45f6bd969506a8913cd4ed10a2d3",
+        description="YuNet face detector (libfacedetection.train, Apache-2.0), dynamic input size, five landmarks",
+    ),
+}
+DEFAULT_DETECTOR = "yunet"
+
+
 def read_bundled(name: str = DEFAULT_MODEL) -> bytes:
-    """The bytes of a bundled model, after checking them against the recorded sha256."""
+    """The bytes of a bundled classifier, after checking them against the recorded sha256."""
+    return _verified(name, BUNDLED_MODELS, "model")
+
+
+def read_bundled_detector(name: str = DEFAULT_DETECTOR) -> bytes:
+    """The bytes of a bundled face detector, sha256-checked like the classifiers."""
+    return _verified(name, BUNDLED_DETECTORS, "detector")
+
+
+def _verified(name: str, registry: dict[str, BundledModel], kind: str) -> bytes:
     try:
-        entry = BUNDLED_MODELS[name]
+        entry = registry[name]
     except KeyError:
-        raise ModelError(f"no bundled model {name!r}; bundled: {', '.join(sorted(BUNDLED_MODELS))}") from None
+        raise ModelError(f"no bundled {kind} {name!r}; bundled: {', '.join(sorted(registry))}") from None
     ref = resources.files("fer_runtime") / "models" / entry.filename
     try:
         data = ref.read_bytes()
     except OSError as exc:
-        raise ModelError(f"bundled model {name!r} is missing from the installation ({exc}); reinstall fer-edge") from exc
+        raise ModelError(f"bundled {kind} {name!r} is missing from the installation ({exc}); reinstall fer-edge") from exc
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise ModelIntegrityError(
-            f"bundled model {name!r} is corrupted: sha256 {digest[:16]}... != recorded {entry.sha256[:16]}...; "
+            f"bundled {kind} {name!r} is corrupted: sha256 {digest[:16]}... != recorded {entry.sha256[:16]}...; "
             "reinstall fer-edge"
         )
     return data

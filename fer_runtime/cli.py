@@ -1,153 +1,411 @@
-"""``fer-predict``: classify the faces in image files or folders (``pip install 'fer-edge[cli]'``)."""
+"""``fer-predict``: find and classify the faces in image files or folders (``pip install 'fer-edge[cli]'``).
+
+Rows are written as each image is done (flushed), so a long run can be piped or killed without
+losing what was computed. Every input file gets at least one row: ``status`` "ok" (one row per
+face), "no_face", or "error" with the reason.
+"""
 
 # No "from __future__ import annotations": typer reads the annotations of the command defined
 # inside _build_app, where typer is imported lazily, so they must be evaluated there.
 import csv
-import io
+import importlib.util
+import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple, Optional, TextIO
 
 from fer_runtime.errors import FerError, MissingExtraError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+ROW_KEYS = ("file", "status", "face", "box", "detector_score", "label", "score", "probabilities", "error")
+BOX_COLOR = (0, 255, 0)
+JPEG_QUALITY = 95  # annotated JPEGs: re-encoding at the usual 75 visibly smears the drawn text
 
 
-def iter_images(paths: list[Path]) -> Iterator[Path]:
-    """Files as given; folders walked recursively for image files, in sorted order."""
+# --- inputs ---------------------------------------------------------------------------------
+
+
+class Input(NamedTuple):
+    """One file to process: its path, its name relative to the folder it was found in (the name
+    its annotated copy gets), and an error already known (e.g. an unreadable folder)."""
+
+    path: Path
+    name: Path
+    error: str | None = None
+
+
+def _walk(root: Path) -> Iterator[Input]:
+    """Image files under ``root``, sorted, following directory symlinks but each real folder once
+    (a symlink loop ends there); folders that cannot be listed come out as errors."""
+    seen: set[str] = set()
+    unreadable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(dirpath, name)
+                yield Input(path, path.relative_to(root))
+    for exc in unreadable:
+        path = Path(exc.filename or root)
+        yield Input(path, path.relative_to(root) if path.is_relative_to(root) else Path(path.name),
+                    f"cannot list the folder ({exc.strerror or exc})")
+
+
+def iter_images(paths: list[Path]) -> Iterator[Input]:
+    """Files as given (whatever their suffix); folders searched recursively for image files."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            yield from _walk(path)
         else:
-            yield path
+            yield Input(path, Path(path.name))
 
 
-def read_image(path: Path) -> Any:
-    """An image file -> uint8 array, gray (H, W) or RGB (H, W, 3)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+# --- rows -----------------------------------------------------------------------------------
+
+
+def make_row(file: str, status: str, *, face: int | None = None, box: Any = None, detector_score: float | None = None,
+             prediction: Any = None, error: str | None = None) -> dict[str, Any]:
+    """One output row; every key of :data:`ROW_KEYS` is present (None where it does not apply)."""
+    return {
+        "file": file,
+        "status": status,
+        "face": face,
+        "box": None if box is None else [int(v) for v in box],
+        "detector_score": None if detector_score is None else round(float(detector_score), 4),
+        "label": None if prediction is None else prediction.label,
+        "score": None if prediction is None else round(prediction.score, 4),
+        "probabilities": None if prediction is None else {k: round(v, 4) for k, v in prediction.probabilities.items()},
+        "error": error,
+    }
+
+
+class RowWriter:
+    """Writes rows to a text stream as they come: :meth:`start` (header), then :meth:`write` per image, flushed."""
+
+    def __init__(self, stream: TextIO, labels: tuple[str, ...], with_boxes: bool = True) -> None:
+        self.stream, self.labels, self.with_boxes = stream, labels, with_boxes
+
+    def start(self) -> None:
+        self.stream.flush()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.write_row(row)
+        self.stream.flush()
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class JsonLinesWriter(RowWriter):
+    """One JSON object per row and line (JSON Lines)."""
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(row) + "\n")
+
+
+class CsvWriter(RowWriter):
+    """A header, then one line per row: the box as x, y, w, h and one column per label's probability."""
+
+    def __init__(self, stream: TextIO, labels: tuple[str, ...], with_boxes: bool = True) -> None:
+        super().__init__(stream, labels, with_boxes)
+        self._csv = csv.writer(stream, lineterminator="\n")
+
+    def start(self) -> None:
+        self._csv.writerow(["file", "status", "face", "x", "y", "w", "h", "detector_score", "label", "score",
+                            *self.labels, "error"])
+        super().start()
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        box = row["box"] or [None] * 4
+        probs = row["probabilities"] or {}
+        self._csv.writerow([row["file"], row["status"], row["face"], *box, row["detector_score"], row["label"],
+                            row["score"], *(probs.get(lab) for lab in self.labels), row["error"]])
+
+
+class TableWriter(RowWriter):
+    """Aligned columns for reading; the file comes last so that long paths are shown whole."""
+
+    def start(self) -> None:
+        probs = " ".join(f"{lab[:7]:>7s}" for lab in self.labels)
+        self.stream.write(f"{self._where('face', 'box x,y,w,h', 'det')}{'label':9s} {'score':>5s}  {probs}  file\n")
+        super().start()
+
+    def _where(self, face: str, box: str, det: str) -> str:
+        return f"{face:>4s} {box:>19s} {det:>5s}  " if self.with_boxes else ""
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        blank_probs = " " * (8 * len(self.labels) - 1)
+        if row["status"] == "ok":
+            box = ",".join(map(str, row["box"])) if row["box"] else ""
+            det = "" if row["detector_score"] is None else f"{row['detector_score']:5.3f}"
+            where = self._where("" if row["face"] is None else str(row["face"]), box, det)
+            probs = " ".join(f"{row['probabilities'][lab]:7.3f}" for lab in self.labels)
+            self.stream.write(f"{where}{row['label']:9s} {row['score']:5.3f}  {probs}  {row['file']}\n")
+        elif row["status"] == "no_face":
+            self.stream.write(f"{self._where('-', '', '')}{'no face':9s} {'':5s}  {blank_probs}  {row['file']}\n")
+        else:
+            reason = f"{row['file']}: {row['error']}"
+            self.stream.write(f"{self._where('-', '', '')}{'error':9s} {'':5s}  {blank_probs}  {reason}\n")
+
+
+WRITERS: dict[str, type[RowWriter]] = {"table": TableWriter, "json": JsonLinesWriter, "csv": CsvWriter}
+
+
+# --- annotation -----------------------------------------------------------------------------
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise OSError(f"not a readable image ({exc})") from exc
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: the small bitmap font
+        return ImageFont.load_default()
 
 
-def _rows(recognizer: Any, files: list[Path], detect: bool, errors: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for path in files:
-        try:
-            image = read_image(path)
-        except OSError as exc:
-            errors.append(f"{path}: {exc}")
-            continue
-        try:
-            if detect:
-                faces = recognizer.detect(image)
-                results = [(face.box, face.prediction) for face in faces]
-                if not faces:
-                    rows.append({"file": str(path), "face": None, "box": None, "label": None, "score": None, "probabilities": None})
-            else:
-                results = [(None, recognizer.predict_one(image))]
-        except FerError as exc:
-            if isinstance(exc, MissingExtraError):
-                raise
-            errors.append(f"{path}: {exc}")
-            continue
-        for i, (box, pred) in enumerate(results):
-            rows.append({"file": str(path), "face": i if detect else None, "box": list(box) if box else None,
-                         "label": pred.label, "score": round(pred.score, 4),
-                         "probabilities": {k: round(v, 4) for k, v in pred.probabilities.items()}})
+def annotate(image: Any, marks: list[tuple[Any, str]]) -> Any:
+    """A PIL RGB copy of ``image`` (uint8 array) with each (box or None, text) drawn: the box
+    outlined and the text on a filled tag above it (or at the top left when there is no box)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    line = max(2, round(max(im.size) / 300))
+    font = _font(max(11, round(max(im.size) / 40)))
+    for box, text in marks:
+        x, y = (0, 0) if box is None else box[:2]
+        if box is not None:
+            draw.rectangle([x, y, max(x, x + box[2] - 1), max(y, y + box[3] - 1)], outline=BOX_COLOR, width=line)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 4, bottom - top + 4
+        ty = y - th if box is not None and y >= th else y
+        draw.rectangle([x, ty, x + tw, ty + th], fill=BOX_COLOR)
+        draw.text((x + 2 - left, ty + 2 - top), text, fill=(0, 0, 0), font=font)
+    return im
+
+
+def annotation_path(folder: Path, item: Input, used: set[Path], inputs: frozenset[Path]) -> Path:
+    """Where the annotated copy of ``item`` goes: ``folder`` / its relative name (``-2``, ``-3``...
+    added when two inputs share a name); a suffix Pillow cannot write gets ``.png`` appended.
+    ``inputs`` (resolved paths) are never written over: OSError instead."""
+    out = folder / item.name
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        out = out.with_name(out.name + ".png")
+    stem, n = out.stem, 2
+    while out in used:
+        out, n = out.with_stem(f"{stem}-{n}"), n + 1
+    used.add(out)
+    if out.resolve() in inputs:
+        raise OSError(f"refusing to overwrite an input with an annotated copy ({out}); "
+                      "choose another --annotate folder")
+    return out
+
+
+def _save(im: Any, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    im.save(out, quality=JPEG_QUALITY)
+
+
+# --- processing -----------------------------------------------------------------------------
+
+
+class Job(NamedTuple):
+    """What every file is processed with."""
+
+    recognizer: Any
+    crops: bool
+    max_pixels: int | None
+    annotate_to: Path | None
+    used_names: set[Path]  # annotated copies written so far
+    inputs: frozenset[Path]  # the inputs, resolved, when annotating: never written over
+
+
+def _tag(prediction: Any) -> str:
+    return f"{prediction.label} {prediction.score:.2f}"
+
+
+def _predict(job: Job, file: str, image: Any) -> tuple[list[dict[str, Any]], list[tuple[Any, str]]]:
+    """The rows for one loaded image and what to draw on it."""
+    if job.crops:
+        pred = job.recognizer.predict_one(image)
+        return [make_row(file, "ok", prediction=pred)], [(None, _tag(pred))]
+    faces = job.recognizer.detect(image)
+    if not faces:
+        return [make_row(file, "no_face")], []
+    rows = [make_row(file, "ok", face=i, box=f.box, detector_score=f.score, prediction=f.prediction)
+            for i, f in enumerate(faces)]
+    return rows, [(f.box, _tag(f.prediction)) for f in faces]
+
+
+def process(job: Job, item: Input) -> list[dict[str, Any]]:
+    """The rows for one input file; a file that cannot be read, classified or annotated gives one
+    error row (the reason without the path, which is in ``file``)."""
+    from fer_runtime.images import load_image
+
+    file = os.path.abspath(item.path)  # absolute, but a symlinked file keeps its own name
+    if item.error:
+        return [make_row(file, "error", error=item.error)]
+    try:
+        image = load_image(file, max_pixels=job.max_pixels)
+        rows, marks = _predict(job, file, image)
+        if job.annotate_to is not None:
+            _save(annotate(image, marks), annotation_path(job.annotate_to, item, job.used_names, job.inputs))
+    except MissingExtraError:
+        raise
+    except (FerError, OSError) as exc:
+        return [make_row(file, "error", error=str(exc).removeprefix(f"{file}: "))]
     return rows
 
 
-def _table(rows: list[dict[str, Any]], labels: tuple[str, ...]) -> str:
-    header = f"{'file':40s} {'face box':>20s} {'label':9s} {'score':>6s}  " + " ".join(f"{lab[:7]:>7s}" for lab in labels)
-    lines = [header]
-    for r in rows:
-        box = "no face" if r["face"] is None and r["box"] is None and r["label"] is None else (
-            "" if r["box"] is None else "x{} y{} {}x{}".format(*r["box"]))
-        if r["label"] is None:
-            lines.append(f"{r['file'][-40:]:40s} {box:>20s}")
-            continue
-        probs = " ".join(f"{r['probabilities'][lab]:7.3f}" for lab in labels)
-        lines.append(f"{r['file'][-40:]:40s} {box:>20s} {r['label']:9s} {r['score']:6.3f}  {probs}")
-    return "\n".join(lines)
+def _make_recognizer(model: str, providers: str, threads: int, max_pixels: int | None, crops: bool,
+                     detector_options: dict[str, Any]) -> Any:
+    """The recognizer, and unless ``crops`` its detector made now (not on first use), so that a
+    model or provider problem stops the run before it starts."""
+    from fer_runtime.detector import FaceDetector
+    from fer_runtime.recognizer import EmotionRecognizer
+
+    session = {"providers": providers, "threads": threads or None}
+    detector = None if crops else FaceDetector(max_pixels=max_pixels, **detector_options, **session)
+    return EmotionRecognizer(model or None, max_pixels=max_pixels, detector=detector, **session)
 
 
-def _csv(rows: list[dict[str, Any]], labels: tuple[str, ...]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["file", "face", "x", "y", "w", "h", "label", "score", *labels])
-    for r in rows:
-        box = r["box"] or [None] * 4
-        probs = [r["probabilities"][lab] for lab in labels] if r["probabilities"] else [None] * len(labels)
-        writer.writerow([r["file"], r["face"], *box, r["label"], r["score"], *probs])
-    return out.getvalue()
+def run(job: Job, items: list[Input], writer: RowWriter, progress: bool) -> tuple[int, dict[str, Any] | None]:
+    """Process every input, writing its rows as soon as they are known; returns how many files
+    failed and the first failure's row."""
+    from tqdm import tqdm
+
+    failures, first = 0, None
+    writer.start()
+    with tqdm(total=len(items), unit="image", file=sys.stderr, disable=None if progress else True) as bar:
+        for item in items:
+            rows = process(job, item)
+            bar.clear()  # rows and the bar may share a terminal
+            writer.write(rows)
+            bar.update()
+            if rows[0]["status"] == "error":  # a failed file has exactly one row
+                failures, first = failures + 1, first or rows[0]
+    return failures, first
+
+
+def _summary(failures: int, first: dict[str, Any], total: int) -> str:
+    more = f" (and {failures - 1} more)" if failures > 1 else ""
+    return (f"{failures} of {total} files failed, see the rows with status 'error': "
+            f"{first['file']}: {first['error']}{more}")
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def _detector_defaults() -> dict[str, Any]:
+    """FaceDetector's own defaults, so the CLI's cannot drift from the library's."""
+    from fer_runtime.detector import FaceDetector
+
+    params = inspect.signature(FaceDetector).parameters
+    return {name: params[name].default for name in ("min_face", "score_threshold", "nms_threshold", "max_size")}
 
 
 def _build_app() -> Any:
-    try:
-        import PIL  # noqa: F401 - read_image needs it
-        import typer
-    except ImportError as exc:
-        raise MissingExtraError("fer-predict needs typer and pillow: pip install 'fer-edge[cli]'") from exc
+    missing = [name for name in ("typer", "PIL", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(f"fer-predict needs {', '.join(missing)}: pip install 'fer-edge[cli]'")
+    import typer
 
+    from fer_runtime.images import DEFAULT_MAX_PIXELS
+
+    det = _detector_defaults()
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
     @app.command()
     def fer_predict(
-        paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
-        model: Annotated[str, typer.Option(help="Bundled model name or path to an .onnx file. Default: the bundled default.")] = "",
-        providers: Annotated[str, typer.Option(help="'auto', or a comma-separated list such as 'cuda,cpu'.")] = "auto",
-        threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: its default).")] = 0,
-        detect: Annotated[bool, typer.Option("--detect", help="Find faces in whole frames first (needs the detect extra).")] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-        csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+        paths: Annotated[list[Path], typer.Argument(
+            help="Image files or folders (searched recursively for image files).")],
+        crops: Annotated[bool, typer.Option(
+            "--crops", help="Each image is already a face crop: classify it whole (one row per image, no detection).",
+        )] = False,
+        annotate_to: Annotated[Optional[Path], typer.Option(
+            "--annotate", metavar="DIR", file_okay=False,
+            help="Write a copy of each image, its face boxes drawn with their labels and probabilities, "
+                 "to DIR under the same relative name.",
+        )] = None,
+        json_out: Annotated[bool, typer.Option(
+            "--json", help="Print JSON Lines (one object per row) instead of a table.")] = False,
+        csv_out: Annotated[bool, typer.Option(
+            "--csv", help="Print CSV (a header, then one line per row) instead of a table.")] = False,
+        min_face: Annotated[int, typer.Option(
+            min=1, help="Smallest face to find, in image pixels; raising it makes detection faster.",
+        )] = det["min_face"],
+        score_threshold: Annotated[float, typer.Option(
+            min=0.0, max=1.0, help="Least detector confidence for a face.")] = det["score_threshold"],
+        nms_threshold: Annotated[float, typer.Option(
+            min=0.0, max=1.0, help="Overlap (IoU) above which the weaker of two face boxes is dropped.",
+        )] = det["nms_threshold"],
+        max_size: Annotated[int, typer.Option(
+            min=32, help="Images are shrunk to at most this many pixels on their longer side for detection.",
+        )] = det["max_size"],
+        max_pixels: Annotated[int, typer.Option(
+            min=0, help="Refuse images over this many pixels (width x height) before decoding them; 0: no limit.",
+        )] = DEFAULT_MAX_PIXELS,
+        model: Annotated[str, typer.Option(
+            help="Bundled model name or path to an .onnx file. Default: the bundled default.")] = "",
+        providers: Annotated[str, typer.Option(
+            help="'auto', or a comma-separated list such as 'cuda,cpu'.")] = "auto",
+        threads: Annotated[int, typer.Option(
+            min=0, help="ONNX Runtime threads per model (0: its default).")] = 0,
+        no_progress: Annotated[bool, typer.Option(
+            "--no-progress", help="No progress bar (one is shown on stderr only when stderr is a terminal).",
+        )] = False,
+        detect: Annotated[bool, typer.Option(
+            "--detect", hidden=True, help="Accepted for old scripts: detection is the default now.")] = False,
     ) -> None:
-        """Classify the facial expression in each image (a face crop), or in each face found with --detect.
+        """Find the faces in each image and classify their expression (or, with --crops, classify each image).
 
-        Unreadable files are reported on stderr and skipped; the exit code is 1 if any failed.
+        One row per face, or a row with status "no_face" or "error" (and the reason), written as each image is done.
+        The exit code is 1 if any file failed.
         """
-        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         if json_out and csv_out:
             raise typer.BadParameter("choose one of --json and --csv")
-        from fer_runtime.recognizer import EmotionRecognizer
-
-        files = list(iter_images(paths))
-        if not files:
+        if detect and crops:
+            raise typer.BadParameter("--detect and --crops contradict each other (detection is the default)")
+        items = list(iter_images(paths))
+        if not items:
             typer.secho("error: no image files found", fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
-        errors: list[str] = []
+        limit = max_pixels or None
+        options = {"min_face": min_face, "score_threshold": score_threshold, "nms_threshold": nms_threshold,
+                   "max_size": max_size}
         try:
-            recognizer = EmotionRecognizer(model or None, providers=providers, threads=threads or None)
-            rows = _rows(recognizer, files, detect, errors)
-        except FerError as exc:
+            recognizer = _make_recognizer(model, providers, threads, limit, crops, options)
+        except (FerError, ValueError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
-        if json_out:
-            typer.echo(json.dumps(rows, indent=1))
-        elif csv_out:
-            typer.echo(_csv(rows, recognizer.labels), nl=False)
-        else:
-            typer.echo(_table(rows, recognizer.labels))
-        for line in errors:
-            typer.secho(f"skipped {line}", fg=typer.colors.YELLOW, err=True)
-        if errors:
+        writer_cls = WRITERS["json" if json_out else "csv" if csv_out else "table"]
+        writer = writer_cls(sys.stdout, recognizer.labels, with_boxes=not crops)
+        inputs = frozenset(item.path.resolve() for item in items) if annotate_to else frozenset()
+        job = Job(recognizer, crops, limit, annotate_to, set(), inputs)
+        failures, first = run(job, items, writer, progress=not no_progress and len(items) > 1)
+        if first is not None:
+            typer.secho(f"error: {_summary(failures, first, len(items))}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
 
     return app
 
 
 def main() -> None:
+    # click, under typer, already turns a closed stdout (`fer-predict photos | head`) and Ctrl-C
+    # into a quiet exit; what is left is a missing extra, raised before or while the command runs.
     try:
-        app = _build_app()
+        _build_app()()
     except MissingExtraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    app()

@@ -24,4 +24,4 @@ class ProviderError(FerError):
 
 
 class MissingExtraError(FerError, ImportError):
-    """An optional feature needs a package from an extra, e.g. ``pip install 'fer-edge[detect]'``."""
+    """An optional feature needs a package from an extra, e.g. ``pip install 'fer-edge[image]'``."""

@@ -61,8 +61,9 @@ def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
     if color_order not in ("rgb", "bgr"):
         raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
     weights = _GRAY_WEIGHTS_RGB if color_order == "rgb" else _GRAY_WEIGHTS_RGB[::-1]
-    acc = img[:, :, :3].astype(np.int64) @ weights
-    return ((acc + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).astype(np.uint8)
+    # Elementwise in int32 (255 * 32768 fits): several times faster than an int64 matmul.
+    acc = img[:, :, 0] * np.int32(weights[0]) + img[:, :, 1] * np.int32(weights[1]) + img[:, :, 2] * np.int32(weights[2])
+    return ((acc + np.int32(1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).astype(np.uint8)
 
 
 @lru_cache(maxsize=256)
@@ -139,18 +140,41 @@ def equalize_hist(images: np.ndarray) -> np.ndarray:
     return lut.ravel()[index].reshape(images.shape)
 
 
+def _uint16_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """16-bit levels 0-65535 -> 8 bit: round(x / 257), so 65535 -> 255 and 257 -> 1; clipped."""
+    return np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+
+
 def _as_uint8(image: np.ndarray) -> np.ndarray:
+    """Any image array -> uint8 grey levels, refusing values whose scale is unclear.
+
+    uint8 is returned as is (no copy: the common path). uint16 is scaled from 0-65535.
+    Other integer and float dtypes must hold 0-255 grey levels; a float image whose
+    maximum is at most 1.0 looks like a 0-1 image and is refused rather than guessed at.
+    """
     arr = np.asarray(image)
     if arr.size == 0:
         raise InputError(f"empty image of shape {arr.shape}")
     if arr.dtype == np.uint8:
         return arr
-    if arr.dtype.kind == "b" or arr.dtype.kind not in "uif":
-        raise InputError(f"images must be uint8 or float grey levels, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind not in "uif":  # bool ("b"), strings, objects, complex...
+        raise InputError(f"images must be uint8, uint16 or 0-255 integer/float grey levels, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:  # the dtype says 0-65535
+        return _uint16_to_uint8(arr)
+    lo, hi = arr.min(), arr.max()  # NaN propagates into both, inf into one of them
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError("image contains NaN or infinite values")
-    # Integer and float inputs are grey levels on the 0-255 scale.
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if lo < 0 or hi > 255:
+        raise InputError(
+            f"image values range from {lo:g} to {hi:g}, outside 0-255: expected 0-255 grey levels "
+            "(any integer or float dtype), uint8, or uint16 (0-65535, scaled to 8 bit)"
+        )
+    if arr.dtype.kind == "f" and 0 < hi <= 1.0:  # all zeros is black on either scale
+        raise InputError(
+            f"float image with maximum {hi:g}: it looks like a 0-1 image; multiply it by 255 "
+            "to pass 0-255 grey levels"
+        )
+    return (np.rint(arr) if arr.dtype.kind == "f" else arr).astype(np.uint8)
 
 
 def faces_to_uint8(

@@ -6,32 +6,26 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fer_runtime.bundled import BUNDLED_MODELS, DEFAULT_MODEL, read_bundled
+from fer_runtime.detector import FaceDetector
 from fer_runtime.errors import InputError, ModelError
+from fer_runtime.images import DEFAULT_MAX_PIXELS, as_images
 from fer_runtime.labels import LABELS
+from fer_runtime.pipeline import CropConfig, Face, FacePipeline
 from fer_runtime.preprocessing import ColorOrder, PreprocessConfig, preprocess
-from fer_runtime.providers import resolve_providers, verify_applied
+from fer_runtime.results import Prediction
+from fer_runtime.session import SPINNING_DEFAULT, make_session, read_model_bytes
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "fer_edge"  # metadata_props key holding the model's JSON description
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One face's result."""
-
-    label: str
-    index: int
-    score: float
-    probabilities: dict[str, float] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -60,16 +54,21 @@ def read_metadata(meta_map: dict[str, str], source: str) -> dict[str, Any]:
 
 
 class EmotionRecognizer:
-    """Classify facial expressions in face crops (or, with the ``detect`` extra, whole frames).
+    """Classify facial expressions in face crops (:meth:`predict`) or whole frames (:meth:`detect`).
 
     ``EmotionRecognizer()`` loads the bundled default model (offline, sha256-checked);
     ``model`` may name another bundled model or be a path to an ``.onnx`` file made by
-    ``fer-export``. ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a
-    list such as ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (default: its own).
+    ``fer-export``. Images may be arrays, image file paths or PIL images (see :meth:`predict`).
+
+    ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a list such as
+    ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (``None``: one per core).
+    ``spinning``: let idle ORT threads busy-wait (off by default: faster on small shared CPUs).
     ``session``: an already made session (anything with ``run``/``get_inputs``/``get_outputs``/
     ``get_providers``/``get_modelmeta``), for tests or custom setups. ``session_config``: extra
-    ONNX Runtime session config entries (e.g. ``{"session.intra_op.allow_spinning": "0"}``).
-    Instances are thread-safe.
+    ONNX Runtime session config entries. ``max_pixels``: larger images are refused before decoding
+    (``None``: no limit). ``detector`` and ``crop``: the :class:`FaceDetector` and
+    :class:`CropConfig` that :meth:`detect` uses (default: the bundled YuNet, made on first use
+    with the same providers and threads). Instances are thread-safe.
     """
 
     def __init__(
@@ -81,7 +80,11 @@ class EmotionRecognizer:
         session: Any = None,
         color_order: ColorOrder = "rgb",
         batch_size: int = 256,
+        spinning: bool = SPINNING_DEFAULT,
         session_config: dict[str, str] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        detector: FaceDetector | None = None,
+        crop: CropConfig | None = None,
     ) -> None:
         if color_order not in ("rgb", "bgr"):
             raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
@@ -89,12 +92,16 @@ class EmotionRecognizer:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.color_order: ColorOrder = color_order
         self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self._session_args = {"providers": providers, "threads": threads, "spinning": spinning}
+        self._detector, self._crop, self._pipeline = detector, crop, None
+        self._pipeline_lock = threading.Lock()
         if session is not None:
             source = "injected session"
             self._session = session
         else:
-            data, source = _read_model(model)
-            self._session = _make_session(data, source, providers, threads, session_config or {})
+            data, source = read_model_bytes(model, BUNDLED_MODELS, DEFAULT_MODEL, read_bundled)
+            self._session = make_session(data, source, config=session_config, **self._session_args)  # type: ignore[arg-type]
         self._input_name, self._output_name = _check_io(self._session, source)
         meta = read_metadata(dict(self._session.get_modelmeta().custom_metadata_map), source)
         labels = tuple(meta.get("labels", LABELS))
@@ -116,7 +123,9 @@ class EmotionRecognizer:
         return list(self._session.get_providers())
 
     def preprocess(self, images: Any, color_order: ColorOrder | None = None) -> np.ndarray:
-        return preprocess(images, self.info.preprocess, color_order or self.color_order)
+        """Images as the model takes them: float32 (N, 1, S, S), via :func:`fer_runtime.preprocess`."""
+        order = color_order or self.color_order
+        return preprocess(as_images(images, color_order=order, max_pixels=self.max_pixels), self.info.preprocess, order)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw logits for an already preprocessed float32 (N, 1, S, S) batch."""
@@ -140,7 +149,13 @@ class EmotionRecognizer:
         return p
 
     def predict(self, images: Any, color_order: ColorOrder | None = None) -> list[Prediction]:
-        """One :class:`Prediction` per face; ``images`` is one image, a list, or an (N, H, W) stack."""
+        """One :class:`Prediction` per face crop.
+
+        ``images``: one image or a list of them, or an (N, H, W) stack. An image is an array (H, W)
+        or (H, W, C) of 0-255 grey levels (uint8; uint16 is scaled; floats in 0-1 are refused), an
+        image file path (EXIF orientation applied) or a PIL image (both need Pillow).
+        ``color_order``: the channel order of colour arrays (default: the recognizer's).
+        """
         probs = self.predict_proba(images, color_order)
         return [self._prediction(row) for row in probs]
 
@@ -154,49 +169,23 @@ class EmotionRecognizer:
         i = int(row.argmax())
         return Prediction(self.labels[i], i, float(row[i]), {lab: float(p) for lab, p in zip(self.labels, row)})
 
-    def detect(self, frame: np.ndarray, color_order: ColorOrder | None = None, **kwargs: Any) -> list[Any]:
-        """Find faces in a whole frame (OpenCV Haar cascade, ``detect`` extra) and classify each."""
-        from fer_runtime.detect import detect_and_classify
+    def detect(self, frame: Any, color_order: ColorOrder | None = None) -> list[Face]:
+        """The faces in a whole frame (array, image path or PIL image), each with its box, detector
+        score, landmarks and :class:`Prediction`; best detector score first, ``[]`` when none."""
+        return self.pipeline(frame, color_order or self.color_order)
 
-        return detect_and_classify(self, frame, color_order or self.color_order, **kwargs)
+    @property
+    def pipeline(self) -> FacePipeline:
+        """The :class:`FacePipeline` behind :meth:`detect` (its detector made on first use)."""
+        with self._pipeline_lock:
+            if self._pipeline is None:
+                detector = self._detector or FaceDetector(color_order=self.color_order, max_pixels=self.max_pixels,
+                                                          **self._session_args)  # type: ignore[arg-type]
+                self._pipeline = FacePipeline(self, detector, self._crop)
+            return self._pipeline
 
     def __repr__(self) -> str:
         return f"EmotionRecognizer(model={self.info.source!r}, providers={self.providers})"
-
-
-def _read_model(model: str | os.PathLike[str] | None) -> tuple[bytes, str]:
-    if model is None or (isinstance(model, str) and model in BUNDLED_MODELS):
-        name = DEFAULT_MODEL if model is None else str(model)
-        return read_bundled(name), f"bundled:{name}"
-    path = Path(model)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file (bundled models: {', '.join(sorted(BUNDLED_MODELS))})")
-    try:
-        return path.read_bytes(), str(path)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read ({exc})") from exc
-
-
-def _make_session(
-    data: bytes, source: str, providers: str | Sequence[str], threads: int | None, config: dict[str, str]
-) -> Any:
-    import onnxruntime as ort
-
-    plan = resolve_providers(providers, ort.get_available_providers())
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # ORT's own warnings would duplicate ours
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    for key, value in config.items():
-        opts.add_session_config_entry(key, value)
-    try:
-        session = ort.InferenceSession(data, sess_options=opts, providers=plan.providers)
-    except Exception as exc:  # ORT raises its own exception types for invalid or truncated models
-        raise ModelError(f"{source}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
-    verify_applied(plan, session.get_providers())
-    return session
 
 
 def _dims_ok(shape: Sequence[Any], expected: Sequence[int | None]) -> bool:

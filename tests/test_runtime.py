@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
+from PIL import Image
 
 import fer_runtime
 from fer_runtime import (
@@ -331,6 +332,7 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
     with zipfile.ZipFile(wheel) as z:  # every bundled model and every PyTorch twin travels in the wheel
         names = set(z.namelist())
     assert {f"fer_runtime/models/{m.filename}" for m in BUNDLED_MODELS.values()} <= names
+    assert {f"fer_runtime/models/{n}" for n in ("yunet_s_dynamic.onnx", "yunet.LICENSE", "THIRD_PARTY_NOTICES.md")} <= names
     assert {f"fer_bench/twins/{p.name}" for p in (REPO / "benchmarks" / "twins").glob("*.pt")} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -338,11 +340,15 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
     done = subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     np.save(tmp_path / "face.npy", faces[0])
+    photo = REPO / "tests" / "data" / "photos" / "astronaut.jpg"
+    np.save(tmp_path / "photo.npy", np.asarray(Image.open(photo).convert("RGB")))
     code = (
         "import sys, numpy as np, importlib.metadata as md\n"
         "from fer_runtime import EmotionRecognizer\n"
         f"face = np.load({str(tmp_path / 'face.npy')!r})\n"
         "p = EmotionRecognizer().predict_one(face)\n"
+        f"found = EmotionRecognizer().detect(np.load({str(tmp_path / 'photo.npy')!r}))  # no OpenCV, no Pillow\n"
+        "assert len(found) == 1 and found[0].box[2] > 40, found\n"
         "from fer_runtime.bundled import BUNDLED_MODELS, read_bundled\n"
         "assert all(read_bundled(n) for n in BUNDLED_MODELS)  # present and sha256-checked\n"
         "deps = sorted(r.split(';')[0].split('>')[0].split('=')[0].strip() for r in md.requires('fer-edge') if 'extra' not in r)\n"

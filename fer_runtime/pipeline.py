@@ -1,0 +1,97 @@
+"""FacePipeline: a face detector and an expression classifier composed (detect, crop, classify).
+
+Neither model class knows of the other; this layer crops each detected face the way FER2013's
+faces are framed and classifies all of a frame's faces in one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from fer_runtime.detector import Detection, FaceDetector, eye_angle
+from fer_runtime.frames import as_frame, crop_gray
+from fer_runtime.images import load_image
+from fer_runtime.preprocessing import ColorOrder
+from fer_runtime.results import Prediction
+
+
+class Classifier(Protocol):
+    """What the pipeline needs of a classifier (an :class:`EmotionRecognizer`)."""
+
+    def predict(self, images: Any, color_order: ColorOrder | None = None) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How a detector box becomes the face crop the classifier sees.
+
+    The crop is centred on the box, moved down by ``shift`` box heights; it is square with side
+    ``scale`` x the box's longer side (``square=True``), or the box enlarged by ``scale`` on each
+    axis. ``align``: rotate the crop so that the eyes are level (roll correction from the
+    landmarks). The defaults are the framing that did best on validation faces pasted into
+    scenes, for two classifiers that held those faces out (BENCHMARKS.md, "Face crops").
+    """
+
+    scale: float = 0.95
+    shift: float = -0.05
+    square: bool = True
+    align: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.2 <= self.scale <= 4.0 or not -1.0 <= self.shift <= 1.0:
+            raise ValueError(f"CropConfig scale must be in [0.2, 4] and shift in [-1, 1], got {self.scale}, {self.shift}")
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face found in a frame and its expression.
+
+    ``box``: (x, y, width, height) in whole frame pixels, clipped to the frame. ``score``: the
+    detector's confidence. ``landmarks``: five (x, y) points (right eye, left eye, nose, right and
+    left mouth corner). ``detection``: the detector's unclipped float result.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+    landmarks: tuple[tuple[float, float], ...] = field(repr=False)
+    prediction: Prediction = field(repr=True)
+    detection: Detection = field(repr=False)
+
+
+def crop_face(frame: np.ndarray, det: Detection, crop: CropConfig, color_order: ColorOrder) -> np.ndarray:
+    """The gray face crop (uint8, at the frame's resolution) for one detection."""
+    x, y, w, h = det.box
+    side = crop.scale * max(w, h)
+    size = (side, side) if crop.square else (crop.scale * w, crop.scale * h)
+    centre = (x + w / 2, y + h / 2 + crop.shift * h)
+    angle = eye_angle(det.landmarks) if crop.align else 0.0
+    return crop_gray(frame, centre, size, angle, color_order)
+
+
+def clip_box(box: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+    x0, y0 = int(round(max(0.0, box[0]))), int(round(max(0.0, box[1])))
+    x1, y1 = int(round(min(float(width), box[0] + box[2]))), int(round(min(float(height), box[1] + box[3])))
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+class FacePipeline:
+    """Detect faces in a frame and classify each: ``pipeline(frame) -> list[Face]``, best score first."""
+
+    def __init__(self, classifier: Classifier, detector: FaceDetector | None = None, crop: CropConfig | None = None) -> None:
+        self.classifier = classifier
+        self.detector = detector if detector is not None else FaceDetector()
+        self.crop = crop or CropConfig()
+
+    def __call__(self, frame: Any, color_order: ColorOrder | None = None) -> list[Face]:
+        order = color_order or self.detector.color_order
+        arr = as_frame(load_image(frame, color_order=order, max_pixels=self.detector.max_pixels), self.detector.max_pixels)
+        found = self.detector.detect(arr, order)
+        if not found:
+            return []
+        crops = [crop_face(arr, det, self.crop, order) for det in found]
+        predictions = self.classifier.predict(crops)
+        h, w = arr.shape[:2]
+        return [Face(clip_box(d.box, h, w), d.score, d.landmarks, p, d) for d, p in zip(found, predictions)]

@@ -1,0 +1,74 @@
+"""The one place that builds ONNX Runtime sessions, for the classifier and the face detector alike."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fer_runtime.errors import ModelError
+from fer_runtime.providers import resolve_providers, verify_applied
+
+log = logging.getLogger(__name__)
+
+# ORT's worker threads spin while waiting for work; on a small, shared CPU that steals the core
+# the caller needs next (measured in BENCHMARKS.md, "Runtime defaults"), so spinning is off
+# unless asked for.
+SPINNING_DEFAULT = False
+
+
+def read_model_bytes(
+    model: str | os.PathLike[str] | None, bundled: dict[str, Any], default: str, read_bundled: Callable[[str], bytes]
+) -> tuple[bytes, str]:
+    """The model's bytes and a name for messages: a bundled name (sha256-checked) or a file path."""
+    if model is None or (isinstance(model, str) and model in bundled):
+        name = default if model is None else str(model)
+        return read_bundled(name), f"bundled:{name}"
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file (bundled: {', '.join(sorted(bundled))})")
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc})") from exc
+
+
+def make_session(
+    data: bytes,
+    source: str,
+    *,
+    providers: str | Sequence[str] = "auto",
+    threads: int | None = None,
+    spinning: bool = SPINNING_DEFAULT,
+    config: dict[str, str] | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` on the chosen providers, with a silent fallback reported.
+
+    ``threads``: intra-op threads (``None``: ONNX Runtime's default, one per core). ``spinning``:
+    whether idle ORT threads busy-wait for the next run. ``config``: extra session config entries,
+    applied last so they win.
+    """
+    import onnxruntime as ort
+
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    plan = resolve_providers(providers, ort.get_available_providers())
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # ORT's own warnings would duplicate ours
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1  # the graphs are sequential; a second pool only adds threads
+    entries = {"session.intra_op.allow_spinning": "1" if spinning else "0", **(config or {})}
+    for key, value in entries.items():
+        opts.add_session_config_entry(key, value)
+    try:
+        session = ort.InferenceSession(data, sess_options=opts, providers=plan.providers)
+    except Exception as exc:  # ORT raises its own exception types for invalid or truncated models
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ModelError(f"{source}: not a valid ONNX model ({type(exc).__name__}: {first})") from exc
+    verify_applied(plan, session.get_providers())
+    log.debug("%s: session on %s, threads=%s, spinning=%s", source, session.get_providers(), threads, spinning)
+    return session
