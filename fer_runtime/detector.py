@@ -28,8 +28,8 @@ from fer_runtime.session import SPINNING_DEFAULT, make_session, read_model_bytes
 log = logging.getLogger(__name__)
 
 STRIDES = (8, 16, 32)
-# The face width (YuNet box, in working-size pixels) from which YuNet finds nearly every face:
-# 99% at 24 px, 86% at 20 px on the test photos (`fer-bench detect`, BENCHMARKS.md "Working size").
+# The face width (YuNet box, in working-size pixels) YuNet needs: on the test photos it found 92% of
+# the faces at 24 px, 97% at 28 and all from 32 (83% at 20; `fer-bench detect`, BENCHMARKS.md "Whole frames").
 # A frame is shrunk only as far as keeps faces of min_face pixels at least this wide.
 DETECTABLE_PX = 24
 
@@ -54,7 +54,7 @@ class FaceDetector:
     the largest k that keeps faces ``min_face`` pixels wide at least ``DETECTABLE_PX`` (24) wide, so
     that they stay findable (with the default ``min_face=20``: k = 1, the full size), but at least
     enough that the longer side is at most ``max_size`` pixels. Raising ``min_face`` is the speed
-    knob: 48 halves the working size and cuts detection time about four-fold. Faces narrower than
+    knob: 48 halves the working size (1280x720: 9.4 instead of 20.8 ms on 2 threads, BENCHMARKS.md). Faces narrower than
     ``min_face`` are not reported.
 
     ``score_threshold``: the least face score (sqrt(cls * obj)) kept. ``nms_threshold``: boxes
@@ -107,7 +107,7 @@ class FaceDetector:
         faces ``min_face`` px wide at least ``DETECTABLE_PX`` wide, and at least enough to bring the
         longer side down to ``max_size`` (that wins when the two disagree)."""
         fits = -(-max(height, width) // self.max_size)
-        return max(1, fits, min(self.min_face // DETECTABLE_PX, 257))
+        return min(257, max(1, fits, self.min_face // DETECTABLE_PX))
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) a frame of this size is detected at."""

@@ -33,10 +33,10 @@ def shrink(frame: np.ndarray, k: int) -> np.ndarray:
     averaging by a whole factor (``cv2.INTER_AREA`` for such factors), in a few vectorised sums."""
     if k == 1:
         return frame.astype(np.float32)
-    if not 1 < k <= 257:  # 257 x 255 still fits the uint16 sums
+    if not 1 < k <= 257:
         raise ValueError(f"shrink factor must be in 1-257, got {k}")
     h, w = (frame.shape[0] // k) * k, (frame.shape[1] // k) * k
-    rows = sum(frame[i:h:k, :w].astype(np.uint16) for i in range(k))
+    rows = sum(frame[i:h:k, :w].astype(np.uint32) for i in range(k))  # k^2 x 255 needs more than 16 bits
     blocks = sum(rows[:, j:w:k] for j in range(k))
     return blocks.astype(np.float32) * np.float32(1.0 / (k * k))
 
@@ -79,11 +79,11 @@ def crop_gray(
         x1, y1 = x0 + 1, y0 + 1
     region = to_gray(frame[y0:y1, x0:x1], color_order)
     if abs(angle) < 1e-3:  # level: whole-pixel slicing, no interpolation
-        xs = np.clip(np.rint(center[0] - 0.5 + np.arange(cw) - (cw - 1) / 2).astype(np.intp) - x0, 0, x1 - x0 - 1)
-        ys = np.clip(np.rint(center[1] - 0.5 + np.arange(ch) - (ch - 1) / 2).astype(np.intp) - y0, 0, y1 - y0 - 1)
+        xs = np.clip(np.floor(center[0] + np.arange(cw) - (cw - 1) / 2).astype(np.intp) - x0, 0, x1 - x0 - 1)
+        ys = np.clip(np.floor(center[1] + np.arange(ch) - (ch - 1) / 2).astype(np.intp) - y0, 0, y1 - y0 - 1)
         return region[np.ix_(ys, xs)]
-    k = max(1, min(min(cw, ch) // detail, 257))
-    small = shrink(region, k) if min(region.shape) >= k else region.astype(np.float32)
+    k = max(1, min(min(cw, ch) // detail, 257, *region.shape))
+    small = shrink(region, k)
     ow, oh = max(1, round(cw / k)), max(1, round(ch / k))
     u = (np.arange(ow, dtype=np.float32) - (ow - 1) / 2) * k
     v = (np.arange(oh, dtype=np.float32) - (oh - 1) / 2) * k

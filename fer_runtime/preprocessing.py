@@ -62,7 +62,8 @@ def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
         raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
     weights = _GRAY_WEIGHTS_RGB if color_order == "rgb" else _GRAY_WEIGHTS_RGB[::-1]
     # Elementwise in int32 (255 * 32768 fits): several times faster than an int64 matmul.
-    acc = img[:, :, 0] * np.int32(weights[0]) + img[:, :, 1] * np.int32(weights[1]) + img[:, :, 2] * np.int32(weights[2])
+    rgb = img[:, :, :3].astype(np.int32)  # int32 before multiplying: NumPy 1.x would keep uint16 and wrap
+    acc = rgb[:, :, 0] * weights[0] + rgb[:, :, 1] * weights[1] + rgb[:, :, 2] * weights[2]
     return ((acc + np.int32(1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).astype(np.uint8)
 
 

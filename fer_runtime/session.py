@@ -14,7 +14,7 @@ from fer_runtime.providers import resolve_providers, verify_applied
 log = logging.getLogger(__name__)
 
 # ORT's worker threads spin while waiting for work; on a small, shared CPU that steals the core
-# the caller needs next (measured in BENCHMARKS.md, "Runtime defaults"), so spinning is off
+# the caller needs next (BENCHMARKS.md, "Whole frames": 2 threads with spinning doubled detect latency), so spinning is off
 # unless asked for.
 SPINNING_DEFAULT = False
 
