@@ -20,8 +20,8 @@ import numpy as np
 
 from fer_runtime.bundled import BUNDLED_DETECTORS, DEFAULT_DETECTOR, read_bundled_detector
 from fer_runtime.errors import InputError, ModelError
-from fer_runtime.frames import as_frame, detector_blob
-from fer_runtime.images import DEFAULT_MAX_PIXELS, load_image
+from fer_runtime.frames import detector_blob, load_frame
+from fer_runtime.images import DEFAULT_MAX_PIXELS
 from fer_runtime.preprocessing import ColorOrder
 from fer_runtime.session import SPINNING_DEFAULT, make_session, read_model_bytes
 
@@ -117,7 +117,7 @@ class FaceDetector:
     def detect(self, frame: Any, color_order: ColorOrder | None = None) -> list[Detection]:
         """Faces in one frame (array (H, W[, C]), image path or PIL image), best score first."""
         order = color_order or self.color_order
-        arr = as_frame(load_image(frame, color_order=order, max_pixels=self.max_pixels), self.max_pixels)
+        arr = load_frame(frame, order, self.max_pixels)
         k = self.shrink_factor(*arr.shape[:2])
         if min(arr.shape[:2]) < k:  # a sliver of a huge frame: nothing would be left to search
             return []

@@ -1,6 +1,6 @@
 """Whole frames in pure NumPy: validation, resampling to a working size, detector input, face crops.
 
-Nothing here converts or copies a whole full-resolution frame: the detector gets the frame
+Nothing here converts or copies a whole full-resolution uint8 frame: the detector gets the frame
 resampled straight to its working size (the colour channels reordered on the small copy), and grey
 conversion happens only on the face crops.
 """
@@ -8,24 +8,18 @@ conversion happens only on the face crops.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from fer_runtime.errors import InputError
+from fer_runtime.images import load_image
 from fer_runtime.preprocessing import ColorOrder, _as_uint8, to_gray
 
 
-def as_frame(frame: np.ndarray, max_pixels: int | None) -> np.ndarray:
-    """A frame as uint8 (H, W) or (H, W, C), C in 1-4; refuses empty, oversized and odd shapes."""
-    arr = np.asarray(frame)
-    if arr.ndim not in (2, 3) or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
-        raise InputError(f"a frame must be an image (H, W) or (H, W, C) with C in 1-4, got shape {arr.shape}")
-    if max_pixels is not None and arr.shape[0] * arr.shape[1] > max_pixels:
-        raise InputError(
-            f"frame of {arr.shape[1]}x{arr.shape[0]} pixels exceeds max_pixels={max_pixels:,}; "
-            "pass a larger max_pixels (or None) to allow it"
-        )
-    return _as_uint8(arr)
+def load_frame(frame: Any, color_order: ColorOrder, max_pixels: int | None) -> np.ndarray:
+    """A frame (array, image path or PIL image) as uint8 (H, W) or (H, W, C), C in 1-4: read and
+    checked (shape, size limit) by :func:`fer_runtime.images.load_image`, values by the preprocessing rules."""
+    return _as_uint8(load_image(frame, color_order=color_order, max_pixels=max_pixels))
 
 
 def shrink(frame: np.ndarray, k: int) -> np.ndarray:

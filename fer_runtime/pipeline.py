@@ -13,8 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fer_runtime.detector import Detection, FaceDetector, eye_angle
-from fer_runtime.frames import as_frame, crop_gray
-from fer_runtime.images import load_image
+from fer_runtime.frames import crop_gray, load_frame
 from fer_runtime.preprocessing import ColorOrder
 from fer_runtime.results import Prediction
 
@@ -89,7 +88,7 @@ class FacePipeline:
 
     def __call__(self, frame: Any, color_order: ColorOrder | None = None) -> list[Face]:
         order = color_order or self.detector.color_order
-        arr = as_frame(load_image(frame, color_order=order, max_pixels=self.detector.max_pixels), self.detector.max_pixels)
+        arr = load_frame(frame, order, self.detector.max_pixels)
         found = self.detector.detect(arr, order)
         if not found:
             return []

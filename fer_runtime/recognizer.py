@@ -177,6 +177,8 @@ class EmotionRecognizer:
     @property
     def pipeline(self) -> FacePipeline:
         """The :class:`FacePipeline` behind :meth:`detect` (its detector made on first use)."""
+        if self._pipeline is not None:  # made once; the lock only guards its making
+            return self._pipeline
         with self._pipeline_lock:
             if self._pipeline is None:
                 detector = self._detector or FaceDetector(color_order=self.color_order, max_pixels=self.max_pixels,
