@@ -18,6 +18,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from fer_bench.checkout import checkout_path
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help=__doc__)
 
 DATA_HINT = ("To measure accuracy, pass --data PATH or set FER2013_PATH to Kaggle's fer2013.csv (or .csv.gz) from the "
@@ -33,7 +35,7 @@ QuickOpt = Annotated[bool, typer.Option("--quick", help="Batch sizes 1, 8, 32 on
 OutOpt = Annotated[Path, typer.Option("--out-dir", "-o", help="Where fer_bench.json, .md and .png go.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
 # The OpenCV zoo's YuNet (the same weights as the bundled detector), beside the project checkout.
-ORACLE_YUNET = Path(__file__).resolve().parents[2] / "shared" / "thirdparty" / "yunet" / "yunet_s_640_640.onnx"
+ORACLE_YUNET = checkout_path("..", "shared", "thirdparty", "yunet", "yunet_s_640_640.onnx")
 
 
 def _fail(message: str, code: int = 1) -> None:

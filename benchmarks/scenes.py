@@ -9,12 +9,12 @@ false positives). Pillow does the resampling: the scenes are test input, not run
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "photos"
+from fer_bench.checkout import checkout_path
+
 FACE_PHOTOS = ("astronaut.jpg", "grace_hopper.jpg", "cameraman.jpg")
 
 
@@ -66,7 +66,7 @@ def fer_scene(face: np.ndarray, rng: np.random.Generator, sides: tuple[int, int]
 
 
 def load_photo(name: str, flip: bool = False) -> np.ndarray:
-    with Image.open(PHOTOS / name) as im:
+    with Image.open(checkout_path("tests", "data", "photos", name)) as im:
         rgb = im.convert("RGB")
     return np.asarray(rgb.transpose(Image.FLIP_LEFT_RIGHT) if flip else rgb)
 

@@ -150,7 +150,8 @@ class TableWriter(RowWriter):
             det = "" if row["detector_score"] is None else f"{row['detector_score']:5.3f}"
             where = self._where("" if row["face"] is None else str(row["face"]), box, det)
             probs = " ".join(f"{row['probabilities'][lab]:7.3f}" for lab in self.labels)
-            self.stream.write(f"{where}{row['label']:9s} {row['score']:5.3f}  {probs}  {row['file']}\n")
+            note = f"  ({row['error']})" if row["error"] else ""
+            self.stream.write(f"{where}{row['label']:9s} {row['score']:5.3f}  {probs}  {row['file']}{note}\n")
         elif row["status"] == "no_face":
             self.stream.write(f"{self._where('-', '', '')}{'no face':9s} {'':5s}  {blank_probs}  {row['file']}\n")
         else:
@@ -248,8 +249,9 @@ def _predict(job: Job, file: str, image: Any) -> tuple[list[dict[str, Any]], lis
 
 
 def process(job: Job, item: Input) -> list[dict[str, Any]]:
-    """The rows for one input file; a file that cannot be read, classified or annotated gives one
-    error row (the reason without the path, which is in ``file``)."""
+    """The rows for one input file; a file that cannot be read or classified gives one error row
+    (the reason without the path, which is in ``file``). When only its annotated copy cannot be
+    written, its rows are kept, each with the reason in ``error``."""
     from fer_runtime.images import load_image
 
     file = os.path.abspath(item.path)  # absolute, but a symlinked file keeps its own name
@@ -258,12 +260,15 @@ def process(job: Job, item: Input) -> list[dict[str, Any]]:
     try:
         image = load_image(file, max_pixels=job.max_pixels)
         rows, marks = _predict(job, file, image)
-        if job.annotate_to is not None:
-            _save(annotate(image, marks), annotation_path(job.annotate_to, item, job.used_names, job.inputs))
     except MissingExtraError:
         raise
     except (FerError, OSError) as exc:
         return [make_row(file, "error", error=str(exc).removeprefix(f"{file}: "))]
+    if job.annotate_to is not None:
+        try:
+            _save(annotate(image, marks), annotation_path(job.annotate_to, item, job.used_names, job.inputs))
+        except (OSError, ValueError) as exc:  # Pillow raises ValueError for formats it cannot write
+            rows = [{**row, "error": f"annotated copy not written ({exc})"} for row in rows]
     return rows
 
 
@@ -292,7 +297,7 @@ def run(job: Job, items: list[Input], writer: RowWriter, progress: bool) -> tupl
             bar.clear()  # rows and the bar may share a terminal
             writer.write(rows)
             bar.update()
-            if rows[0]["status"] == "error":  # a failed file has exactly one row
+            if rows[0]["error"]:  # a failed file has one error row; a failed annotation marks every row
                 failures, first = failures + 1, first or rows[0]
     return failures, first
 

@@ -148,6 +148,10 @@ def _check_yunet_io(session: Any, source: str) -> tuple[str, list[str]]:
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or sorted(names) != sorted(wanted):
         raise ModelError(f"{source}: not a YuNet face detector (expected one N x 3 x H x W input and outputs "
                          f"{', '.join(wanted)}; got {len(inputs)} input(s) and {', '.join(names)})")
+    fixed = [d for d in inputs[0].shape[2:] if isinstance(d, int)]
+    if fixed:  # frames of every size are padded to their own multiple of 32, so H and W must be free
+        raise ModelError(f"{source}: a YuNet with a fixed input size ({inputs[0].shape}); FaceDetector needs "
+                         "one with dynamic height and width, like the bundled yunet_s_dynamic.onnx")
     return inputs[0].name, wanted
 
 

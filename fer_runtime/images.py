@@ -86,10 +86,20 @@ def _check_array(image: np.ndarray, max_pixels: int | None) -> np.ndarray:
     raise InputError(f"expected an image array of shape (H, W) or (H, W, C) with C in 1-4, got {image.shape}")
 
 
+def _sixteen_bit(im: PILImage, what: str) -> np.ndarray:
+    """A 16-bit grey PIL image -> uint8. Mode "I" holds 32-bit integers: values outside 0-65535
+    (a 32-bit TIFF, say) have no 16-bit scale to follow, so they are refused, not clipped."""
+    arr = np.asarray(im)
+    if im.mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise InputError(f"{what}: 32-bit integer pixels range from {arr.min()} to {arr.max()}, outside the "
+                         "16-bit range 0-65535; convert it to 8 or 16 bit first")
+    return _uint16_to_uint8(arr)
+
+
 def _pil_to_array(im: PILImage, color_order: ColorOrder, what: str) -> np.ndarray:
     """A PIL image in any mode -> uint8 (H, W) or (H, W, 3) in ``color_order``."""
     if im.mode in _SIXTEEN_BIT:
-        return _uint16_to_uint8(np.asarray(im))
+        return _sixteen_bit(im, what)
     if im.mode == "F":
         try:
             return _as_uint8(np.asarray(im))  # 32-bit float pixels follow the array rules
@@ -113,9 +123,15 @@ def _upright(im: PILImage, image_ops: ModuleType) -> PILImage:
 
 
 def _from_pil(im: PILImage, color_order: ColorOrder, max_pixels: int | None, what: str) -> np.ndarray:
+    """Pixels of a PIL image (decoded here when lazy). Pillow reports truncated or broken data as
+    OSError, ValueError, SyntaxError or EOFError from its format plugins, and modes it cannot
+    convert as ValueError: each becomes an InputError naming the image."""
     _, image_ops = _pillow()
     _check_size(im.width, im.height, max_pixels, what)  # before load(): the size comes from the header
-    return _pil_to_array(_upright(im, image_ops), color_order, what)
+    try:
+        return _pil_to_array(_upright(im, image_ops), color_order, what)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"{what}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
 def _open(path: str) -> PILImage:
@@ -137,8 +153,8 @@ def _open(path: str) -> PILImage:
 
 
 def _from_file(path: str, color_order: ColorOrder, max_pixels: int | None) -> np.ndarray:
-    # Pillow reports unreadable files as OSError (UnidentifiedImageError is one), broken
-    # ones also as ValueError, SyntaxError or EOFError from its format plugins.
+    # Pillow reports unreadable files as OSError (UnidentifiedImageError is one); broken pixel
+    # data is caught by _from_pil.
     try:
         with _open(path) as im:
             return _from_pil(im, color_order, max_pixels, path)

@@ -208,6 +208,8 @@ def test_detector_model_checks(tmp_path, monkeypatch):
         FaceDetector(REPO / "fer_runtime" / "models" / "vgg-taper-int8.onnx")
     with pytest.raises(ModelError, match="no such model file"):
         FaceDetector(tmp_path / "missing.onnx")
+    with pytest.raises(ModelError, match=r"fixed input size .*dynamic height and width"):
+        FaceDetector(YUNET_640)  # the right outputs, but every frame would have to be 640x640
     entry = bundled_mod.BUNDLED_DETECTORS["yunet"]
     monkeypatch.setitem(bundled_mod.BUNDLED_DETECTORS, "yunet", bundled_mod.BundledModel("yunet", entry.filename, "0" * 64, ""))
     with pytest.raises(ModelIntegrityError, match="bundled detector 'yunet' is corrupted"):
@@ -233,12 +235,30 @@ def test_working_size_rule():
     assert FaceDetector(min_face=80, max_size=4000).shrink_factor(3000, 4000) == 3
 
 
+def _imports(module: str) -> set[str]:
+    """Modules that fer_runtime/<module>.py imports, by full name (``from fer_runtime import x``
+    counts as fer_runtime.x), at any depth of the file (lazy imports inside functions too)."""
+    tree = ast.parse((REPO / "fer_runtime" / f"{module}.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
 def test_detection_layer_never_imports_the_recognizer():
-    for module in ("detector", "pipeline", "frames", "session", "images"):
-        tree = ast.parse((REPO / "fer_runtime" / f"{module}.py").read_text())
-        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    # Transitively within fer_runtime: no module the detection layer reaches imports the recognizer.
+    todo, seen = ["detector", "pipeline", "frames", "session", "images"], set()
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        imported = _imports(module)
         assert "fer_runtime.recognizer" not in imported and "cv2" not in imported, module
+        local = {n.split(".")[1] for n in imported if n.startswith("fer_runtime.") and n.count(".") == 1}
+        todo += [m for m in local if m not in seen and (REPO / "fer_runtime" / f"{m}.py").is_file()]
+    assert {"bundled", "preprocessing", "errors"} <= seen
 
 
 def test_shrink_is_area_averaging(rng):

@@ -105,6 +105,26 @@ def test_other_modes_of_pil_images_convert(rgb, mode):
     assert out.shape == ((20, 30) if mode in ("LA", "1") else (20, 30, 3))
 
 
+def test_32_bit_integer_pixels_outside_16_bit_refused(rng):
+    wide = Image.fromarray(rng.integers(0, 70_000, (6, 8)).astype(np.int32), mode="I")
+    with pytest.raises(InputError, match="PIL image: 32-bit integer pixels range from .* outside the 16-bit range"):
+        load_image(wide)
+    with pytest.raises(InputError, match="outside the 16-bit"):
+        load_image(Image.fromarray(np.full((4, 4), -1, np.int32), mode="I"))
+
+
+def test_truncated_pil_image_raises_input_error(tmp_path, rgb):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.kron(rgb, np.ones((8, 8, 1), np.uint8))).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # header intact, half the scan gone
+    with Image.open(path) as im:  # lazy: the pixels are decoded inside load_image
+        with pytest.raises(InputError, match="PIL image: not a readable image"):
+            load_image(im)
+    with pytest.raises(InputError, match="cut.jpg: not a readable image"):
+        load_image(path)
+
+
 def test_float_mode_follows_the_array_rules(rng):
     levels = rng.uniform(0, 255, (10, 12)).astype(np.float32)
     np.testing.assert_array_equal(load_image(Image.fromarray(levels, mode="F")), np.rint(levels))

@@ -206,8 +206,12 @@ def test_annotate_never_overwrites_an_input(photo_dir, tmp_path):
     image = tmp_path / "astronaut.jpg"
     image.write_bytes((photo_dir / "astronaut.jpg").read_bytes())
     done = _predict(str(image), "--annotate", str(tmp_path), "--json")
-    assert done.returncode == 1 and "overwrite" in _jsonl(done.stdout)[0]["error"]
+    assert done.returncode == 1 and "annotated copy not written" in done.stderr
+    (row,) = _jsonl(done.stdout)  # the face's row is kept, the failed annotation noted in it
+    assert row["status"] == "ok" and row["label"] in LABELS and "overwrite" in row["error"]
     assert image.read_bytes() == (photo_dir / "astronaut.jpg").read_bytes()
+    table = _predict(str(image), "--annotate", str(tmp_path))
+    assert table.returncode == 1 and "(annotated copy not written" in table.stdout
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
