@@ -59,9 +59,11 @@ def crop_gray(
     """A gray crop of ``size`` (w, h) pixels around ``center`` (x, y) whose x axis runs along ``angle``
     radians in the frame (y pointing down; :func:`fer_runtime.detector.eye_angle` gives the angle that
     levels the eyes). Only the crop's neighbourhood is converted to gray; outside the frame the edge
-    pixels repeat. A rotated crop larger than ``detail`` pixels is first box-averaged by a whole
-    factor (so that it keeps at least ``detail`` pixels a side) and comes out that much smaller:
-    the classifier takes 48x48, and sampling every pixel of a large face would cost milliseconds."""
+    pixels repeat. A rotated crop larger than ``detail`` pixels comes out ``detail`` pixels on its
+    longer side: box-averaged by a whole factor (keeping at least ``detail`` pixels a side), then
+    sampled bilinearly at that size. The classifier takes 48x48, and sampling every pixel of a large
+    face would cost milliseconds (on validation scenes this framing scored within 0.2 points of
+    sampling every pixel: experiments/LOG.md)."""
     cw, ch = max(1, int(round(size[0]))), max(1, int(round(size[1])))
     cos, sin = math.cos(angle), math.sin(angle)
     half_w, half_h = abs(cos) * cw / 2 + abs(sin) * ch / 2, abs(sin) * cw / 2 + abs(cos) * ch / 2
@@ -78,9 +80,10 @@ def crop_gray(
         return region[np.ix_(ys, xs)]
     k = max(1, min(min(cw, ch) // detail, 257, *region.shape))
     small = shrink(region, k)
-    ow, oh = max(1, round(cw / k)), max(1, round(ch / k))
-    u = (np.arange(ow, dtype=np.float32) - (ow - 1) / 2) * k
-    v = (np.arange(oh, dtype=np.float32) - (oh - 1) / 2) * k
+    step = max(1.0, max(cw, ch) / k / detail)  # then bilinear samples every `step` averaged pixels
+    ow, oh = max(1, round(cw / k / step)), max(1, round(ch / k / step))
+    u = (np.arange(ow, dtype=np.float32) - (ow - 1) / 2) * (k * step)
+    v = (np.arange(oh, dtype=np.float32) - (oh - 1) / 2) * (k * step)
     # Output pixel (u, v) samples the frame at center + R(angle) (u, v), bilinearly; in the averaged
     # region a pixel j covers region pixels [j k, j k + k), centred at j k + (k - 1) / 2.
     sx = (center[0] - 0.5 + cos * u[None, :] - sin * v[:, None] - x0 - (k - 1) / 2) / k

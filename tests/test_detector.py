@@ -334,8 +334,11 @@ def test_shrink_by_large_factors_and_half_pixel_crops():
     flat = np.full((40, 60), 255, np.uint8)
     assert (shrink(flat, 20) == 255).all()  # 400 x 255 overflows 16-bit sums
     big = np.full((2100, 2100), 180, np.uint8)
-    tilted = crop_gray(big, (1050.0, 1050.0), (2000, 2000), 0.2, "rgb")  # box-averaged by 20 first
-    assert tilted.shape == (100, 100) and (tilted == 180).all()
+    tilted = crop_gray(big, (1050.0, 1050.0), (2000, 2000), 0.2, "rgb")  # box-averaged by 20, then 96 samples a side
+    assert tilted.shape == (96, 96) and (tilted == 180).all()
+    ramp2d = np.tile(np.arange(200, dtype=np.float32), (200, 1)).astype(np.uint8)
+    mid = crop_gray(ramp2d, (100.0, 100.0), (150, 150), 0.01, "rgb")  # 150 px: sampled every 150/96 px
+    assert mid.shape == (96, 96) and abs(float(mid[48, 95]) - float(mid[48, 0]) - 150 * 95 / 96) < 1.5
     ramp = np.tile(np.arange(100, dtype=np.uint8), (10, 1))
     level = crop_gray(ramp, (40.5, 5.0), (8, 4), 0.0, "rgb")
     assert level[0].tolist() == list(range(37, 45))  # no duplicated or skipped columns
