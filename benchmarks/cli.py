@@ -277,6 +277,33 @@ def detect(
     _write(out_dir, "detect", result, table)
 
 
+@app.command()
+def video(
+    models: Annotated[Optional[list[str]], typer.Option("--model", help="Classifiers to run (repeat); default: the fast variant and the default model.")] = None,
+    seconds: Annotated[float, typer.Option(help="Length of each generated clip, at 30 fps.")] = 10.0,
+    long_frames: Annotated[int, typer.Option(help="Frames of the memory run (generated 160x120 frames; 0: skip it).")] = 100_000,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads per model (0: the runtime's default).")] = 0,
+    quick: QuickOpt = False,
+    out_dir: OutOpt = Path("bench-results"),
+) -> None:
+    """Video end to end on generated clips (640x480 with one face, 1280x720 with four, one leaving and coming back):
+    frames/s split by stage (decode, detect, classify, track, write), identity switches, decode speed, and RSS over a long run."""
+    from fer_bench.env import describe, environment
+    from fer_bench.video import video_benchmark, video_markdown
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    say = lambda m: typer.echo(m, err=True)  # noqa: E731
+    env = environment()
+    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
+    result.update(video_benchmark(models or ["vgg-taper-int8", "vgg-deep"], seconds=2.0 if quick else seconds,
+                                  long_frames=min(long_frames, 2000) if quick else long_frames,
+                                  threads=threads or None, progress=say))
+    typer.echo(describe(env))
+    table = video_markdown(result)
+    typer.echo(table)
+    _write(out_dir, "video", result, table)
+
+
 def run() -> None:
     # OpenMP workers (PyTorch) sleep when idle instead of spinning, as ONNX Runtime's do in fer-bench:
     # interleaved on few cores, a spinning pool would slow the other contender. Must precede torch's import.

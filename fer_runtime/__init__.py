@@ -6,7 +6,7 @@
 >>> rec.detect("photo.jpg")              # doctest: +SKIP  (whole frames: YuNet, bundled)
 
 Public API: :class:`EmotionRecognizer` and its result types, the face detector and the pipeline
-that composes the two, image loading, the one preprocessing function :func:`preprocess` (with its
+that composes the two, video (:class:`VideoAnalyzer`: tracks over time), image loading, the one preprocessing function :func:`preprocess` (with its
 steps), the labels, the bundled-model registries and the exceptions.
 """
 
@@ -30,6 +30,8 @@ from fer_runtime.images import DEFAULT_MAX_PIXELS, load_image
 from fer_runtime.pipeline import CropConfig, Face, FacePipeline
 from fer_runtime.recognizer import EmotionRecognizer, ModelInfo
 from fer_runtime.results import Prediction
+from fer_runtime.analyzer import FrameResult, TrackedFace, VideoAnalyzer
+from fer_runtime.video import VideoError, open_video
 
 try:
     __version__ = version("fer-edge")
@@ -51,6 +53,7 @@ __all__ = [
     "FaceDetector",
     "FacePipeline",
     "FerError",
+    "FrameResult",
     "InputError",
     "MissingExtraError",
     "ModelError",
@@ -59,10 +62,14 @@ __all__ = [
     "Prediction",
     "PreprocessConfig",
     "ProviderError",
+    "TrackedFace",
+    "VideoAnalyzer",
+    "VideoError",
     "__version__",
     "equalize_hist",
     "faces_to_uint8",
     "load_image",
+    "open_video",
     "preprocess",
     "resize",
     "to_gray",

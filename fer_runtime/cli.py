@@ -1,8 +1,10 @@
-"""``fer-predict``: find and classify the faces in image files or folders (``pip install 'fer-edge[cli]'``).
+"""``fer-predict``: find and classify the faces in image files, folders, videos, cameras and streams.
 
-Rows are written as each image is done (flushed), so a long run can be piped or killed without
-losing what was computed. Every input file gets at least one row: ``status`` "ok" (one row per
-face), "no_face", or "error" with the reason.
+Images need ``pip install 'fer-edge[cli]'``; videos, cameras and URLs also ``fer-edge[video]``
+(rows per face and frame: see :mod:`fer_runtime.video_cli`). Rows are written as each image or
+frame is done (flushed), so a long run can be piped or killed without losing what was computed.
+Every input file gets at least one row: ``status`` "ok" (one row per face), "no_face", or
+"error" with the reason.
 """
 
 # No "from __future__ import annotations": typer reads the annotations of the command defined
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Optional, TextIO
 
 from fer_runtime.errors import FerError, MissingExtraError
+from fer_runtime.video import VIDEO_SUFFIXES, is_url, is_video_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 ROW_KEYS = ("file", "status", "face", "box", "detector_score", "label", "score", "probabilities", "error")
@@ -51,7 +54,7 @@ def _walk(root: Path) -> Iterator[Input]:
         seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
                 path = Path(dirpath, name)
                 yield Input(path, path.relative_to(root))
     for exc in unreadable:
@@ -61,7 +64,7 @@ def _walk(root: Path) -> Iterator[Input]:
 
 
 def iter_images(paths: list[Path]) -> Iterator[Input]:
-    """Files as given (whatever their suffix); folders searched recursively for image files."""
+    """Files as given (whatever their suffix); folders searched recursively for image and video files."""
     for path in paths:
         if path.is_dir():
             yield from _walk(path)
@@ -319,6 +322,56 @@ def _detector_defaults() -> dict[str, Any]:
     return {name: params[name].default for name in ("min_face", "score_threshold", "nms_threshold", "max_size")}
 
 
+def _split_inputs(paths: list[str], camera: int | None) -> tuple[list[Input], list[tuple[Any, str, bool]]]:
+    """Image inputs, and video sources as (source, name, live): files, URLs and the camera."""
+    videos: list[tuple[Any, str, bool]] = [(camera, f"camera {camera}", True)] if camera is not None else []
+    images = []
+    for item in iter_images([Path(p) for p in paths if not is_url(p)]):
+        if is_video_path(item.path) and not item.error:
+            videos.append((str(item.path), os.path.abspath(item.path), False))
+        else:
+            images.append(item)
+    videos += [(p, p, True) for p in paths if is_url(p)]
+    return images, videos
+
+
+def _run_videos(recognizer: Any, videos: list[tuple[Any, str, bool]], fmt: str, options: dict[str, Any],
+                annotate_to: Path | None, summary: bool, plot: Path | None, progress: bool) -> int:
+    """Every video source in turn (track ids restart for each); 1 if any failed."""
+    from fer_runtime.analyzer import VideoAnalyzer
+    from fer_runtime.video_cli import Timeline, VideoJob, VideoRowWriter, run_source
+
+    if annotate_to is not None and (len(videos) > 1 or not is_video_path(annotate_to)):
+        _bad("--annotate takes one OUT.mp4 (or .avi, .mkv) for one video source")
+    if annotate_to is not None and any(not live and Path(name) == annotate_to.resolve() for _, name, live in videos):
+        _bad(f"--annotate {annotate_to} is the input video: choose another file")
+    analyzer = VideoAnalyzer(recognizer.pipeline, **options)
+    writer = VideoRowWriter(sys.stdout, recognizer.labels, fmt)
+    timeline = Timeline(recognizer.labels) if summary or plot else None
+    job = VideoJob(analyzer, writer, recognizer.labels, timeline, annotate_to, progress)
+    writer.start()
+    errors, interrupted = [], False
+    try:
+        for source, name, live in videos:
+            if (error := run_source(job, source, name, live)) is not None:
+                errors.append(error)
+    except KeyboardInterrupt:  # how a camera run ends: the rows are out; the summary and plot still come
+        interrupted = True
+    if timeline is not None and summary:
+        print(timeline.summary(), file=sys.stderr)
+    if timeline is not None and plot is not None:
+        timeline.plot(plot)
+    for error in errors:
+        print(f"error: {error['source']}: {error['error']}", file=sys.stderr)
+    return 130 if interrupted else 1 if errors else 0
+
+
+def _bad(message: str) -> None:
+    import typer
+
+    raise typer.BadParameter(message)
+
+
 def _build_app() -> Any:
     missing = [name for name in ("typer", "PIL", "tqdm") if importlib.util.find_spec(name) is None]
     if missing:
@@ -332,15 +385,31 @@ def _build_app() -> Any:
 
     @app.command()
     def fer_predict(
-        paths: Annotated[list[Path], typer.Argument(
-            help="Image files or folders (searched recursively for image files).")],
+        paths: Annotated[Optional[list[str]], typer.Argument(
+            help="Image or video files, folders (searched recursively for both), or stream URLs (rtsp://, http://...).",
+            show_default=False)] = None,
+        camera: Annotated[Optional[int], typer.Option(
+            metavar="N", help="Read camera N (0: the first) until Ctrl-C; needs fer-edge[video].")] = None,
         crops: Annotated[bool, typer.Option(
             "--crops", help="Each image is already a face crop: classify it whole (one row per image, no detection).",
         )] = False,
         annotate_to: Annotated[Optional[Path], typer.Option(
-            "--annotate", metavar="DIR", file_okay=False,
-            help="Write a copy of each image, its face boxes drawn with their labels and probabilities, "
-                 "to DIR under the same relative name.",
+            "--annotate", metavar="DIR|OUT.mp4",
+            help="Images: write a copy of each, its face boxes drawn with their labels and probabilities, to DIR "
+                 "under the same relative name. Video: write OUT.mp4 with boxes, track ids and labels drawn.",
+        )] = None,
+        detect_every: Annotated[int, typer.Option(
+            min=1, help="Video: detect faces on every N-th frame only, carrying the boxes between (faster).")] = 1,
+        smoothing: Annotated[float, typer.Option(
+            min=0.0, metavar="SECONDS", help="Video: time constant for smoothing each face's probabilities (0: off).",
+        )] = 0.5,
+        max_age: Annotated[float, typer.Option(
+            min=0.0, metavar="SECONDS", help="Video: a face unseen for longer than this gets a new track id.")] = 1.0,
+        summary: Annotated[bool, typer.Option(
+            "--summary", help="Video: print per track (on stderr) frames seen, time span, dominant emotion and shares.",
+        )] = False,
+        plot: Annotated[Optional[Path], typer.Option(
+            metavar="OUT.png", help="Video: draw each track's emotions over time to a PNG (needs matplotlib).",
         )] = None,
         json_out: Annotated[bool, typer.Option(
             "--json", help="Print JSON Lines (one object per row) instead of a table.")] = False,
@@ -382,10 +451,16 @@ def _build_app() -> Any:
             raise typer.BadParameter("choose one of --json and --csv")
         if detect and crops:
             raise typer.BadParameter("--detect and --crops contradict each other (detection is the default)")
-        items = list(iter_images(paths))
-        if not items:
-            typer.secho("error: no image files found", fg=typer.colors.RED, err=True)
+        images, videos = _split_inputs(paths or [], camera)
+        if not images and not videos:
+            typer.secho("error: no image or video files found", fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
+        if images and videos:
+            raise typer.BadParameter("images and videos give rows of different columns: pass them in separate runs")
+        if videos and crops:
+            raise typer.BadParameter("--crops is for images that are already face crops, not for video")
+        if not videos and (summary or plot or detect_every != 1):
+            raise typer.BadParameter("--summary, --plot and --detect-every are for videos, cameras and streams")
         limit = max_pixels or None
         options = {"min_face": min_face, "score_threshold": score_threshold, "nms_threshold": nms_threshold,
                    "max_size": max_size}
@@ -394,7 +469,15 @@ def _build_app() -> Any:
         except (FerError, ValueError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
-        writer_cls = WRITERS["json" if json_out else "csv" if csv_out else "table"]
+        fmt = "json" if json_out else "csv" if csv_out else "table"
+        if videos:
+            video = {"detect_every": detect_every, "smoothing_s": smoothing, "max_age_s": max_age}
+            code = _run_videos(recognizer, videos, fmt, video, annotate_to, summary, plot, not no_progress)
+            raise typer.Exit(code)
+        if annotate_to is not None and annotate_to.is_file():
+            raise typer.BadParameter(f"--annotate {annotate_to} is a file; for images it takes a folder")
+        items = images
+        writer_cls = WRITERS[fmt]
         writer = writer_cls(sys.stdout, recognizer.labels, with_boxes=not crops)
         inputs = frozenset(item.path.resolve() for item in items) if annotate_to else frozenset()
         job = Job(recognizer, crops, limit, annotate_to, set(), inputs)

@@ -89,10 +89,14 @@ class FacePipeline:
     def __call__(self, frame: Any, color_order: ColorOrder | None = None) -> list[Face]:
         order = color_order or self.detector.color_order
         arr = load_frame(frame, order, self.detector.max_pixels)
-        found = self.detector.detect(arr, order)
-        if not found:
+        return self.classify(arr, self.detector.detect(arr, order), order)
+
+    def classify(self, frame: np.ndarray, detections: list[Detection], color_order: ColorOrder) -> list[Face]:
+        """Crop and classify given detections (found in this frame, or carried from an earlier one)
+        in one batch; ``frame`` as :func:`~fer_runtime.frames.load_frame` returns it."""
+        if not detections:
             return []
-        crops = [crop_face(arr, det, self.crop, order) for det in found]
+        crops = [crop_face(frame, det, self.crop, color_order) for det in detections]
         predictions = self.classifier.predict(crops)
-        h, w = arr.shape[:2]
-        return [Face(clip_box(d.box, h, w), d.score, d.landmarks, p, d) for d, p in zip(found, predictions)]
+        h, w = frame.shape[:2]
+        return [Face(clip_box(d.box, h, w), d.score, d.landmarks, p, d) for d, p in zip(detections, predictions)]

@@ -1,0 +1,145 @@
+"""VideoAnalyzer: faces in a stream of frames, followed by track id, their expressions smoothed over time.
+
+Per frame: detect (every ``detect_every``-th frame; in between, each face's box is carried
+forward along its track's velocity), track, crop and classify every face in one batch, smooth
+each track's probabilities in time. One :class:`FrameResult` per frame comes out as soon as it is
+known; nothing accumulates, whatever the length of the video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fer_runtime.detector import Detection
+from fer_runtime.frames import load_frame
+from fer_runtime.pipeline import Face, FacePipeline
+from fer_runtime.results import Prediction
+from fer_runtime.tracking import EmaSmoother, IouTracker
+from fer_runtime.video import VideoFrame, VideoSource, VideoSourceLike, open_video
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face in one frame.
+
+    ``track``: its id, the same while it stays in view. ``box`` (x, y, w, h, whole pixels clipped
+    to the frame), ``score`` and ``landmarks`` as for :class:`~fer_runtime.pipeline.Face`;
+    ``detected`` is False when the box was carried from an earlier detection (``detect_every``).
+    ``raw``: this frame's classification. ``probabilities`` and ``label``: smoothed over time (the
+    same as ``raw``'s when smoothing is off).
+    """
+
+    track: int
+    box: tuple[int, int, int, int]
+    score: float
+    label: str
+    probabilities: dict[str, float] = field(repr=False)
+    raw: Prediction = field(repr=False)
+    landmarks: tuple[tuple[float, float], ...] = field(repr=False)
+    detected: bool = True
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One processed frame: its index in the source, its time in seconds, its faces (best detector
+    score first) and how many frames a live source had dropped so far."""
+
+    index: int
+    time_s: float
+    faces: tuple[TrackedFace, ...]
+    dropped: int = 0
+    size: tuple[int, int] = (0, 0)  # the frame's (height, width)
+
+
+class VideoAnalyzer:
+    """Follow and classify the faces of a video, camera, stream or iterable of frames.
+
+    ``pipeline``: the :class:`FacePipeline` used (``EmotionRecognizer().pipeline`` gives one).
+    ``detect_every``: run the detector on every n-th frame only and carry the boxes between (the
+    classifier still runs on every frame). ``smoothing_s``: time constant of the exponential
+    moving average of each track's probabilities, in seconds (0: off). ``iou_threshold`` and
+    ``max_age_s``: see :class:`~fer_runtime.tracking.IouTracker`. One analyzer follows one source
+    at a time; :meth:`run` starts afresh (new ids from 1) each time.
+    """
+
+    def __init__(self, pipeline: FacePipeline, *, detect_every: int = 1, smoothing_s: float = 0.5,
+                 iou_threshold: float = 0.3, max_age_s: float = 1.0) -> None:
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.pipeline, self.detect_every = pipeline, int(detect_every)
+        self._options = {"smoothing_s": smoothing_s, "iou_threshold": iou_threshold, "max_age_s": max_age_s}
+        EmaSmoother(smoothing_s), IouTracker(iou_threshold, max_age_s)  # noqa: B018  (checks the values now)
+
+    def run(self, source: VideoSourceLike | VideoSource, **open_options: Any) -> Iterator[FrameResult]:
+        """One :class:`FrameResult` per frame of ``source`` (anything :func:`~fer_runtime.video.open_video`
+        takes, or an opened :class:`VideoSource`, which is then left open)."""
+        owned = not isinstance(source, VideoSource)
+        video = open_video(source, **open_options) if owned else source
+        try:
+            for _, result in self.follow(video):
+                yield result
+        finally:
+            if owned:
+                video.close()
+
+    def follow(self, video: VideoSource) -> Iterator[tuple[VideoFrame, FrameResult]]:
+        """Each frame of an opened source with its result (for drawing on the frame, say)."""
+        state = _State(IouTracker(self._options["iou_threshold"], self._options["max_age_s"]),
+                       EmaSmoother(self._options["smoothing_s"]))
+        for frame in video:
+            yield frame, self.step(state, frame, video)
+
+    def step(self, state: _State, frame: VideoFrame, video: VideoSource) -> FrameResult:
+        order = video.color_order
+        arr = load_frame(frame.image, order, self.pipeline.detector.max_pixels)
+        detect = state.frames % self.detect_every == 0
+        state.frames += 1
+        if detect:
+            found = self.pipeline.detector.detect(arr, order)
+            ids = state.tracker.update([d.box for d in found], frame.time_s)
+            state.last = dict(zip(ids, found))
+        else:
+            ids, found = state.carried(frame.time_s)
+        faces = self.pipeline.classify(arr, found, order)
+        alive = {t.id for t in state.tracker.tracks}
+        state.smoother.forget(alive)
+        state.last = {k: v for k, v in state.last.items() if k in alive}
+        tracked = tuple(state.tracked(track, face, frame.time_s, detect) for track, face in zip(ids, faces))
+        return FrameResult(frame.index, frame.time_s, tracked, video.dropped, arr.shape[:2])
+
+
+@dataclass
+class _State:
+    """What one run carries from frame to frame: the tracker, the smoother and each live track's
+    last detection (for carrying its box)."""
+
+    tracker: IouTracker
+    smoother: EmaSmoother
+    last: dict[int, Detection] = field(default_factory=dict)
+    frames: int = 0
+
+    def carried(self, time_s: float) -> tuple[list[int], list[Detection]]:
+        """The last detections of the tracks found at the last detection, moved along their velocity."""
+        ids, moved = [], []
+        by_id = {t.id: t for t in self.tracker.tracks}
+        for track_id, det in self.last.items():
+            track = by_id.get(track_id)
+            if track is None:
+                continue
+            x, y, w, h = track.predicted(time_s)
+            dx, dy = x - det.box[0], y - det.box[1]
+            ids.append(track_id)
+            moved.append(Detection((x, y, w, h), det.score, tuple((px + dx, py + dy) for px, py in det.landmarks)))
+        return ids, moved
+
+    def tracked(self, track: int, face: Face, time_s: float, detected: bool) -> TrackedFace:
+        labels = tuple(face.prediction.probabilities)
+        raw = np.array([face.prediction.probabilities[k] for k in labels])
+        smooth = self.smoother.update(track, raw, time_s)
+        probs = {k: float(v) for k, v in zip(labels, smooth)}
+        return TrackedFace(track, face.box, face.score, labels[int(np.argmax(smooth))], probs, face.prediction,
+                           face.landmarks, detected)
