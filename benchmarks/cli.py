@@ -304,6 +304,31 @@ def video(
     _write(out_dir, "video", result, table)
 
 
+@app.command()
+def scale(
+    images: Annotated[int, typer.Option(help="Generated 640x480 JPEGs with one face.")] = 2000,
+    video_frames: Annotated[int, typer.Option(help="Frames of the generated 640x480 clip.")] = 1800,
+    range_frames: Annotated[int, typer.Option(help="Frames per video range handed to a worker.")] = 150,
+    quick: QuickOpt = False,
+    out_dir: OutOpt = Path("bench-results"),
+) -> None:
+    """fer-batch on a local Ray instance at 1 and 2 workers (and 1 worker x 2 threads) against the single-process
+    fer-predict on the same files: images/s, video frames/s, and the Parquet bytes per row."""
+    from fer_bench.env import describe, environment
+    from fer_bench.scale import scale_benchmark, scale_markdown
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    say = lambda m: typer.echo(m, err=True)  # noqa: E731
+    env = environment()
+    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
+    result.update(scale_benchmark(min(images, 40) if quick else images, min(video_frames, 90) if quick else video_frames,
+                                  min(range_frames, 30) if quick else range_frames, progress=say))
+    typer.echo(describe(env))
+    table = scale_markdown(result)
+    typer.echo(table)
+    _write(out_dir, "scale", result, table)
+
+
 def run() -> None:
     # OpenMP workers (PyTorch) sleep when idle instead of spinning, as ONNX Runtime's do in fer-bench:
     # interleaved on few cores, a spinning pool would slow the other contender. Must precede torch's import.

@@ -206,8 +206,7 @@ def video_benchmark(models: list[str], seconds: float = 10.0, long_frames: int =
 
 
 def video_markdown(result: dict[str, Any]) -> str:
-    lines = [f"`{result['command']}`", "",
-             "End to end on generated clips (decode, detect every frame, track, classify, write CSV), best of 2 passes:", "",
+    lines = ["End to end on generated clips (decode, detect every frame, track, classify, write CSV), best of 2 passes:", "",
              "| clip | model | frames/s | " + " | ".join(f"{s} ms" for s in STAGES)
              + " | identity switches | most ids per face | faces tracked |",
              "|---|---|---|" + "---|" * len(STAGES) + "---|---|---|"]

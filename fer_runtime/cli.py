@@ -489,11 +489,16 @@ def _build_app() -> Any:
     return app
 
 
-def main() -> None:
-    # click, under typer, already turns a closed stdout (`fer-predict photos | head`) and Ctrl-C
-    # into a quiet exit; what is left is a missing extra, raised before or while the command runs.
+def run_app(build: Any) -> None:
+    """Build a typer app and run it; a missing extra (raised while building or running) is one line
+    on stderr and exit code 2. Click, under typer, already turns a closed stdout (`fer-predict
+    photos | head`) and Ctrl-C into a quiet exit."""
     try:
-        _build_app()()
+        build()()
     except MissingExtraError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    run_app(_build_app)

@@ -8,6 +8,7 @@ accepts. Only NumPy is needed for arrays; files and PIL images need Pillow
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from types import ModuleType
@@ -28,11 +29,11 @@ A small, highly compressed file can declare a huge size and take gigabytes to de
 files are checked against this before their pixels are decoded. Pass ``max_pixels=None``
 to disable the check, or a larger number to raise it."""
 
-ImageSource = Union[str, "os.PathLike[str]", np.ndarray, "PILImage"]
-"""One image: a path to an image file, a ``PIL.Image.Image`` or a NumPy array."""
+ImageSource = Union[str, "os.PathLike[str]", bytes, np.ndarray, "PILImage"]
+"""One image: a path to an image file, an encoded image file's bytes, a ``PIL.Image.Image`` or a NumPy array."""
 
 _ACCEPTED = (
-    "expected a path (str or os.PathLike), a PIL.Image.Image, a NumPy array, "
+    "expected a path (str or os.PathLike), encoded image bytes, a PIL.Image.Image, a NumPy array, "
     "a list or tuple of those, or an (N, H, W[, C]) array stack"
 )
 
@@ -134,7 +135,7 @@ def _from_pil(im: PILImage, color_order: ColorOrder, max_pixels: int | None, wha
         raise InputError(f"{what}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
-def _open(path: str) -> PILImage:
+def _open(path: str | io.BytesIO, what: str) -> PILImage:
     """Image.open (lazy: header only), Pillow's own bomb check turned into InputError.
 
     Pillow also warns (DecompressionBombWarning) between its limit and twice it. No warnings
@@ -146,30 +147,31 @@ def _open(path: str) -> PILImage:
         return image.open(path)
     except image.DecompressionBombError as exc:
         raise InputError(
-            f"{path}: Pillow refuses to decode it as a possible decompression bomb ({exc}); "
+            f"{what}: Pillow refuses to decode it as a possible decompression bomb ({exc}); "
             "if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS (None disables Pillow's check) "
             "and pass max_pixels=None"
         ) from exc
 
 
-def _from_file(path: str, color_order: ColorOrder, max_pixels: int | None) -> np.ndarray:
+def _from_file(path: str | io.BytesIO, color_order: ColorOrder, max_pixels: int | None, what: str) -> np.ndarray:
     # Pillow reports unreadable files as OSError (UnidentifiedImageError is one); broken pixel
     # data is caught by _from_pil.
     try:
-        with _open(path) as im:
-            return _from_pil(im, color_order, max_pixels, path)
+        with _open(path, what) as im:
+            return _from_pil(im, color_order, max_pixels, what)
     except InputError:
         raise
     except FileNotFoundError as exc:
-        raise InputError(f"{path}: no such file") from exc
+        raise InputError(f"{what}: no such file") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        reason = "not a format Pillow recognises" if type(exc).__name__ == "UnidentifiedImageError" else exc
+        raise InputError(f"{what}: not a readable image ({type(exc).__name__}: {reason})") from exc
 
 
 def load_image(
     source: ImageSource, *, color_order: ColorOrder = "rgb", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
-    """One image file, PIL image or array -> a NumPy image for ``predict``.
+    """One image file (a path, or its bytes), PIL image or array -> a NumPy image for ``predict``.
 
     Files and PIL images come back as uint8 ``(H, W)`` (grey sources) or ``(H, W, 3)``
     in ``color_order`` ("rgb", or "bgr" as OpenCV uses), turned upright by their EXIF
@@ -188,7 +190,10 @@ def load_image(
     if isinstance(source, np.ndarray):
         return _check_array(source, max_pixels)
     if isinstance(source, (str, os.PathLike)):
-        return _from_file(os.fspath(source), color_order, max_pixels)
+        path = os.fspath(source)
+        return _from_file(path, color_order, max_pixels, path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _from_file(io.BytesIO(bytes(source)), color_order, max_pixels, "image bytes")
     if _is_pil_image(source):
         return _from_pil(source, color_order, max_pixels, "PIL image")
     raise InputError(f"cannot read an image from a {type(source).__name__}; {_ACCEPTED}")
@@ -201,7 +206,7 @@ def _check_stack(stack: np.ndarray, max_pixels: int | None) -> np.ndarray:
 
 
 def _item(item: object, index: int, color_order: ColorOrder, max_pixels: int | None) -> np.ndarray:
-    if isinstance(item, (np.ndarray, str, os.PathLike)) or _is_pil_image(item):
+    if isinstance(item, (np.ndarray, str, os.PathLike, bytes, bytearray, memoryview)) or _is_pil_image(item):
         return load_image(item, color_order=color_order, max_pixels=max_pixels)
     raise InputError(f"item {index} of the list is a {type(item).__name__}; {_ACCEPTED}")
 
@@ -224,7 +229,7 @@ def as_images(
     _check_max_pixels(max_pixels)
     if isinstance(images, np.ndarray):
         return _check_array(images, max_pixels) if _is_single_array(images) else _check_stack(images, max_pixels)
-    if isinstance(images, (str, os.PathLike)) or _is_pil_image(images):
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_pil_image(images):
         return [load_image(images, color_order=color_order, max_pixels=max_pixels)]
     if isinstance(images, (list, tuple)):
         return [_item(item, i, color_order, max_pixels) for i, item in enumerate(images)]

@@ -124,7 +124,8 @@ class CaptureSource(VideoSource):
     only the newest frame, so a slow consumer always gets the present, and ``dropped`` counts the rest.
     """
 
-    def __init__(self, target: str | int, *, live: bool, drop_to_latest: bool) -> None:
+    def __init__(self, target: str | int, *, live: bool, drop_to_latest: bool, start: int = 0,
+                 stop: int | None = None) -> None:
         super().__init__()
         cv2 = _cv2()
         self.live, self.name = live, f"camera {target}" if isinstance(target, int) else str(target)
@@ -141,6 +142,11 @@ class CaptureSource(VideoSource):
         self._drop = drop_to_latest and live
         self._msec = cv2.CAP_PROP_POS_MSEC
         self._lock = threading.Lock()
+        self.start, self.stop = start, stop
+        if start > 0 and not (self._cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+                              and int(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) == start):
+            self._cap.release()
+            raise VideoError(f"{self.name}: cannot seek to frame {start} (of {self.frame_count or 'unknown'})")
 
     def close(self) -> None:
         with self._lock:
@@ -156,15 +162,16 @@ class CaptureSource(VideoSource):
         return self._latest() if self._drop else self._sequential()
 
     def _sequential(self) -> Iterator[VideoFrame]:
-        start, index, last = time.monotonic(), 0, -math.inf
-        while True:
+        start, index, last = time.monotonic(), self.start, -math.inf
+        end = self.stop if self.stop is not None else math.inf
+        while index < end:
             ok, image, stamp = self._read()
             if not ok:
                 break
             last = self._time(stamp, last, start)
             yield VideoFrame(index, last, image)
             index += 1
-        if self.frame_count is not None and index < self.frame_count - 1:  # containers may round their count by one
+        if self.frame_count is not None and index < min(end, self.frame_count) - 1:  # counts may be rounded by one
             raise VideoError(f"{self.name}: decoding stopped at frame {index} of {self.frame_count}: "
                              "the file is truncated or damaged (every frame before it was processed)")
 
@@ -213,6 +220,22 @@ class CaptureSource(VideoSource):
         finally:
             stop.set()
             thread.join(timeout=5)
+
+
+def open_range(path: str | os.PathLike[str], start: int, stop: int) -> CaptureSource:
+    """Frames ``start`` to ``stop`` (excluded) of a video file, with the indices and times they have in
+    the whole file: one piece of a long video, for spreading it over workers."""
+    if not 0 <= start < stop:
+        raise InputError(f"a frame range needs 0 <= start < stop, got {start}, {stop}")
+    if not Path(path).is_file():
+        raise VideoError(f"{path}: no such file")
+    return CaptureSource(str(path), live=False, drop_to_latest=False, start=start, stop=stop)
+
+
+def frame_count(path: str | os.PathLike[str]) -> int | None:
+    """The number of frames a video file's container declares (None when it declares none)."""
+    with open_video(path) as video:
+        return video.frame_count
 
 
 def open_video(

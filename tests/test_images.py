@@ -40,6 +40,15 @@ def test_path_as_str_and_path(png, rgb, tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "gray.png"), gray)
 
 
+def test_encoded_bytes(png, rgb):
+    np.testing.assert_array_equal(load_image(png.read_bytes()), rgb)
+    np.testing.assert_array_equal(load_image(bytearray(png.read_bytes()), color_order="bgr"), rgb[:, :, ::-1])
+    with pytest.raises(InputError, match="image bytes: not a readable image"):
+        load_image(b"not an image at all")
+    with pytest.raises(InputError, match="image bytes: .*over the limit"):
+        load_image(png.read_bytes(), max_pixels=10)
+
+
 def test_pil_image_and_bgr(png, rgb):
     np.testing.assert_array_equal(load_image(Image.fromarray(rgb)), rgb)
     bgr = load_image(png, color_order="bgr")
@@ -255,7 +264,7 @@ def test_as_images_mixed_list_and_stack(png, rgb, rng):
     assert as_images([]) == []
 
 
-@pytest.mark.parametrize(("bad", "name"), [({"a": 1}, "dict"), (3, "int"), (None, "NoneType"), (b"\x89PNG", "bytes")])
+@pytest.mark.parametrize(("bad", "name"), [({"a": 1}, "dict"), (3, "int"), (None, "NoneType"), (1.5, "float")])
 def test_as_images_rejects_other_types(bad, name):
     with pytest.raises(InputError, match=f"a {name}; expected a path"):
         as_images(bad)

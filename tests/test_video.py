@@ -291,5 +291,5 @@ def test_video_benchmark_reports_stages_tracking_and_memory(rec, clip):
     lr = long_run(rec, 1200, every=300)
     assert lr["frames"] == 1200 and [n for n, _ in lr["samples"]] == [300, 600, 900, 1200]
     case = {"size": [240, 320], "faces": 2, "decode_fps": {"opencv": 1.0}, "models": {"m": run}}
-    md = video_markdown({"command": "fer-bench video", "cases": [case], "long_run": lr})
+    md = video_markdown({"cases": [case], "long_run": lr})
     assert "| 320x240, 2 face(s) | `m` |" in md and "1,200 generated 160x120 frames" in md
