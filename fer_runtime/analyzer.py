@@ -100,10 +100,11 @@ class VideoAnalyzer:
         state.frames += 1
         if detect:
             found = self.pipeline.detector.detect(arr, order)
-            ids = state.tracker.update([d.box for d in found], frame.time_s)
-            state.last = dict(zip(ids, found))
+            since = frame.time_s - state.last_detect_s if self.detect_every > 1 else 0.0
+            ids = state.tracker.update([d.box for d in found], frame.time_s, since_last_s=since + 1e-9)
+            state.last, state.last_detect_s = dict(zip(ids, found)), frame.time_s
         else:
-            ids, found = state.carried(frame.time_s)
+            ids, found = state.carried(frame.time_s, arr.shape[:2])
         faces = self.pipeline.classify(arr, found, order)
         alive = {t.id for t in state.tracker.tracks}
         state.smoother.forget(alive)
@@ -121,9 +122,11 @@ class _State:
     smoother: EmaSmoother
     last: dict[int, Detection] = field(default_factory=dict)
     frames: int = 0
+    last_detect_s: float = 0.0
 
-    def carried(self, time_s: float) -> tuple[list[int], list[Detection]]:
-        """The last detections of the tracks found at the last detection, moved along their velocity."""
+    def carried(self, time_s: float, size: tuple[int, int]) -> tuple[list[int], list[Detection]]:
+        """The last detections of the tracks found at the last detection, moved along their velocity;
+        a box carried mostly (over 75%) out of the frame is dropped, not classified from edge pixels."""
         ids, moved = [], []
         by_id = {t.id: t for t in self.tracker.tracks}
         for track_id, det in self.last.items():
@@ -131,6 +134,9 @@ class _State:
             if track is None:
                 continue
             x, y, w, h = track.predicted(time_s)
+            inside = max(0.0, min(x + w, size[1]) - max(x, 0.0)) * max(0.0, min(y + h, size[0]) - max(y, 0.0))
+            if inside < 0.25 * w * h:
+                continue
             dx, dy = x - det.box[0], y - det.box[1]
             ids.append(track_id)
             moved.append(Detection((x, y, w, h), det.score, tuple((px + dx, py + dy) for px, py in det.landmarks)))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_runtime.errors import FerError, InputError
+from fer_runtime.errors import InputError
 from fer_runtime.images import DEFAULT_MAX_PIXELS
 from fer_runtime.labels import LABELS
 
@@ -45,7 +45,10 @@ def worker_threads() -> int:
     never imported here), else the CPUs this process may use."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        try:
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except AssertionError:  # Ray's answer on the driver: not a worker, no assigned share
+            cpus = None
         if cpus:
             return max(1, math.floor(cpus))
     try:
@@ -90,7 +93,8 @@ def to_arrow(columns: dict[str, np.ndarray]) -> Any:
     def kind(name: str) -> Any:
         return pa.int64() if name in _INT else pa.float64() if name in _FLOAT else pa.string()
 
-    return pa.table({name: pa.array(columns[name], type=kind(name)) for name in COLUMNS})
+    # from_pandas: NaN becomes null, as Spark's pandas-to-Arrow conversion writes it.
+    return pa.table({name: pa.array(columns[name], type=kind(name), from_pandas=True) for name in COLUMNS})
 
 
 def ddl_schema() -> str:
@@ -101,12 +105,17 @@ def ddl_schema() -> str:
     return ", ".join(f"{name} {kind(name)}" for name in COLUMNS)
 
 
-def split_video(path: str, frames: int, range_frames: int) -> list[dict[str, Any]]:
-    """One row (``id``, ``path``, ``start``, ``stop``) per range of at most ``range_frames`` frames."""
+OPEN_END = 2**62  # the last range's stop: to the end, whatever the container's frame count says
+
+
+def split_video(path: str, frames: int | None, range_frames: int) -> list[dict[str, Any]]:
+    """One row (``id``, ``path``, ``start``, ``stop``) per range of ``range_frames`` frames; the last
+    one runs to the end of the file (a declared frame count may be an estimate)."""
     if range_frames < 1:
         raise ValueError(f"range_frames must be >= 1, got {range_frames}")
-    return [{"id": path, "path": path, "start": s, "stop": min(s + range_frames, frames)}
-            for s in range(0, max(frames, 1), range_frames)]
+    starts = list(range(0, max(frames or 1, 1), range_frames))
+    stops = [*starts[1:], OPEN_END]
+    return [{"id": path, "path": path, "start": a, "stop": b} for a, b in zip(starts, stops)]
 
 
 def read_bytes(uri: str) -> bytes:
@@ -179,19 +188,19 @@ class BatchPredictor:
         """The rows of one image given as ``kind`` ("bytes", "path" or "image")."""
         from fer_runtime.images import load_image
 
+        rec = self.recognizer  # a model or provider problem fails the job, not each row
         try:
             if kind == "path" and "://" not in str(value):  # a local file: opened lazily, its own name in errors
                 image = load_image(str(value), max_pixels=self.max_pixels)
             else:
                 data = read_bytes(str(value)) if kind == "path" else value
                 image = load_image(_as_source(data), max_pixels=self.max_pixels)
-            rec = self.recognizer
             if self.crops:
                 pred = rec.predict_one(image)
                 box = (0, 0, image.shape[1], image.shape[0])
                 return [face_row(source_id, 0, box, math.nan, pred.label, pred.probabilities)]
             faces = rec.detect(image)
-        except FerError as exc:
+        except InputError as exc:
             return [blank_row(source_id, "error", error=str(exc))]
         if not faces:
             return [blank_row(source_id, "no_face")]
@@ -204,18 +213,17 @@ class BatchPredictor:
         from fer_runtime.analyzer import VideoAnalyzer
         from fer_runtime.video import open_range
 
-        frame = start
+        rec, frame = self.recognizer, start  # frame: the next one expected
         try:
-            rec = self.recognizer
             with open_range(path, start, stop) as video:
                 for result in VideoAnalyzer(rec.pipeline, **self.video_options).run(video):
-                    frame, where = result.index, {"frame": result.index, "time_s": result.time_s}
+                    frame, where = result.index + 1, {"frame": result.index, "time_s": result.time_s}
                     if not result.faces:
                         yield blank_row(source_id, "no_face", **where)
                     for k, f in enumerate(result.faces):
                         yield face_row(source_id, k, f.box, f.score, f.label, f.probabilities,
                                        track=start * TRACKS_PER_RANGE + f.track, **where)
-        except FerError as exc:
+        except InputError as exc:  # VideoError is one
             yield blank_row(source_id, "error", frame=frame, error=str(exc))
 
 

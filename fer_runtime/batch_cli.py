@@ -8,13 +8,12 @@
 import importlib.util
 import logging
 import time
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 from fer_runtime.errors import FerError, MissingExtraError
 
 
-def _summary(out_dir: Path, seconds: float, info: dict[str, Any]) -> str:
+def _summary(out_dir: str, seconds: float, info: dict[str, Any]) -> str:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -35,6 +34,9 @@ def _build_app() -> Any:
         raise MissingExtraError(f"fer-batch needs {', '.join(missing)}: pip install 'fer-edge[scale]'")
     import typer
 
+    from fer_runtime.cli import _detector_defaults
+
+    det = _detector_defaults()
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
     @app.command()
@@ -42,8 +44,10 @@ def _build_app() -> Any:
         inputs: Annotated[Optional[list[str]], typer.Argument(
             help="Image and video files, folders (searched recursively), glob patterns (quoted) or URIs (s3://...).",
             show_default=False)] = None,
-        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the Parquet files (one row per face).")] = Path("fer-rows"),
-        manifest: Annotated[Optional[Path], typer.Option(
+        out: Annotated[str, typer.Option(
+            "--out", "-o", help="Output folder or URI (s3://...) for the Parquet files (one row per face); new or empty.",
+        )] = "fer-rows",
+        manifest: Annotated[Optional[str], typer.Option(
             help="A CSV or Parquet file whose 'path' column lists the inputs (added to INPUTS).")] = None,
         address: Annotated[Optional[str], typer.Option(
             help="An existing Ray cluster ('auto', 'ray://head:10001'); default: a local instance.")] = None,
@@ -55,7 +59,7 @@ def _build_app() -> Any:
                         "(track ids restart in each range).")] = 900,
         crops: Annotated[bool, typer.Option("--crops", help="Each image is already a face crop (no detection).")] = False,
         model: Annotated[str, typer.Option(help="Bundled model name or a path every worker can read.")] = "",
-        min_face: Annotated[int, typer.Option(min=1, help="Smallest face to find, in pixels.")] = 20,
+        min_face: Annotated[int, typer.Option(min=1, help="Smallest face to find, in pixels.")] = det["min_face"],
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
     ) -> None:
         """Label images and videos on Ray Data: one Parquet row per face (or no_face / error row per input).
@@ -76,7 +80,7 @@ def _build_app() -> Any:
         paths = list(inputs or [])
         try:
             if manifest is not None:
-                paths += read_manifest(str(manifest))
+                paths += read_manifest(manifest)
             if not paths:
                 raise typer.BadParameter("give INPUTS or --manifest")
             predictor = BatchPredictor(model or None, crops=crops, threads=threads_per_worker,
@@ -86,10 +90,10 @@ def _build_app() -> Any:
                        threads_per_worker=threads_per_worker, batch_size=batch_size, range_frames=range_frames,
                        predictor=predictor)
         except (FerError, OSError, ValueError) as exc:
-            if isinstance(exc, typer.BadParameter):
-                raise
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
+        for problem in info["unreadable_videos"]:
+            typer.secho(f"warning: {problem} (its error row is in the output)", fg=typer.colors.YELLOW, err=True)
         typer.echo(_summary(out, time.perf_counter() - start, info), err=True)
 
     return app

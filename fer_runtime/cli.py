@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Optional, TextIO
 
 from fer_runtime.errors import FerError, MissingExtraError
+from fer_runtime.images import IMAGE_SUFFIXES
 from fer_runtime.video import VIDEO_SUFFIXES, is_url, is_video_path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 ROW_KEYS = ("file", "status", "face", "box", "detector_score", "label", "score", "probabilities", "error")
 BOX_COLOR = (0, 255, 0)
 JPEG_QUALITY = 95  # annotated JPEGs: re-encoding at the usual 75 visibly smears the drawn text
@@ -323,15 +323,20 @@ def _detector_defaults() -> dict[str, Any]:
 
 
 def _split_inputs(paths: list[str], camera: int | None) -> tuple[list[Input], list[tuple[Any, str, bool]]]:
-    """Image inputs, and video sources as (source, name, live): files, URLs and the camera."""
+    """Image inputs, and video sources as (source, name, live) in the order given: the camera
+    first, then files (absolute paths) and URLs as they come."""
     videos: list[tuple[Any, str, bool]] = [(camera, f"camera {camera}", True)] if camera is not None else []
     images = []
-    for item in iter_images([Path(p) for p in paths if not is_url(p)]):
-        if is_video_path(item.path) and not item.error:
-            videos.append((str(item.path), os.path.abspath(item.path), False))
-        else:
-            images.append(item)
-    videos += [(p, p, True) for p in paths if is_url(p)]
+    for p in paths:
+        if is_url(p):
+            videos.append((p, p, True))
+            continue
+        for item in iter_images([Path(p)]):
+            if is_video_path(item.path) and not item.error:
+                name = os.path.abspath(item.path)
+                videos.append((name, name, False))
+            else:
+                images.append(item)
     return images, videos
 
 
@@ -347,7 +352,7 @@ def _run_videos(recognizer: Any, videos: list[tuple[Any, str, bool]], fmt: str, 
         _bad(f"--annotate {annotate_to} is the input video: choose another file")
     analyzer = VideoAnalyzer(recognizer.pipeline, **options)
     writer = VideoRowWriter(sys.stdout, recognizer.labels, fmt)
-    timeline = Timeline(recognizer.labels) if summary or plot else None
+    timeline = Timeline(recognizer.labels, series=plot is not None) if summary or plot else None
     job = VideoJob(analyzer, writer, recognizer.labels, timeline, annotate_to, progress)
     writer.start()
     errors, interrupted = [], False

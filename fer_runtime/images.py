@@ -22,6 +22,9 @@ from fer_runtime.preprocessing import _CHANNELS, ColorOrder, _as_uint8, _uint16_
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+"""File suffixes searched for in folders (any file given by name is tried, whatever its suffix)."""
+
 DEFAULT_MAX_PIXELS: int = 64_000_000
 """Largest image (width x height) loaded by default: the decompression-bomb limit.
 

@@ -5,7 +5,8 @@
 restarts an actor that dies and retries its batch, and a batch's rows are only kept once it has
 finished, so a lost worker loses and doubles nothing. Long videos are split into frame ranges
 that spread over the workers; track ids restart in each range (see
-:data:`~fer_runtime.batch.TRACKS_PER_RANGE`). Output order follows the input order.
+:data:`~fer_runtime.batch.TRACKS_PER_RANGE`). Output order: the images in input order, then the
+video ranges in input order.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from typing import Any
 
 from fer_runtime.batch import BatchPredictor, split_video, to_arrow
 from fer_runtime.errors import InputError, MissingExtraError
+from fer_runtime.images import IMAGE_SUFFIXES
 from fer_runtime.video import is_video_path
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
 class RayPredictor(BatchPredictor):
@@ -49,16 +49,33 @@ class Plan:
     unreadable: list[str] = field(default_factory=list)  # videos whose frame count cannot be read
 
 
+def _wanted(path: str) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES or is_video_path(path)
+
+
+def _list_uri(uri: str) -> list[str]:
+    """The image and video files under a URI prefix (pyarrow's file systems: s3://, gs://, file://...)."""
+    from pyarrow import fs
+
+    try:
+        filesystem, inner = fs.FileSystem.from_uri(uri)
+        infos = filesystem.get_file_info(fs.FileSelector(inner.rstrip("/"), recursive=True))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{uri}: cannot list ({exc})") from exc
+    scheme = uri.split("://", 1)[0]
+    return sorted(f"{scheme}://{i.path}" for i in infos if i.type == fs.FileType.File and _wanted(i.path))
+
+
 def expand(inputs: Iterable[str]) -> list[str]:
-    """Files, folders (searched recursively for image and video files, sorted) and glob patterns ->
-    paths; URIs (scheme://) pass through as they are."""
+    """Files, folders and URI prefixes (searched recursively for image and video files, sorted) and
+    glob patterns -> paths; a URI with an image or video suffix is taken as one file."""
     out: list[str] = []
     for item in inputs:
         if "://" in item:
-            out.append(item)
+            out += [item] if _wanted(item) else _list_uri(item)
         elif os.path.isdir(item):
             found = (str(p) for p in sorted(Path(item).rglob("*")) if p.is_file())
-            out += [p for p in found if Path(p).suffix.lower() in IMAGE_SUFFIXES or is_video_path(p)]
+            out += [p for p in found if _wanted(p)]
         elif glob.has_magic(item):
             out += sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
         else:
@@ -91,8 +108,7 @@ def plan(paths: list[str], range_frames: int = 900) -> Plan:
         except VideoError as exc:
             out.unreadable.append(str(exc))
             n = None
-        # A video whose container declares no count is read as one range (to its end).
-        out.ranges += split_video(p, n, range_frames) if n else [{"id": p, "path": p, "start": 0, "stop": 2**62}]
+        out.ranges += split_video(p, n, range_frames)  # no declared count: one range, to the end
     return out
 
 
@@ -101,6 +117,8 @@ def dataset(work: Plan, predictor: BatchPredictor, *, workers: int, threads_per_
     """The Ray Data pipeline (lazy): both kinds of input through the actor pool, in input order."""
     ray = _ray()
     ray.data.DataContext.get_current().execution_options.preserve_order = True
+    # A fixed pool per kind of input (a pool that grows from one actor was slower here: experiments/LOG.md);
+    # the video pool's actors start as the image pool's finish and free their CPUs.
     options = {"compute": ray.data.ActorPoolStrategy(size=workers), "num_cpus": threads_per_worker,
                "batch_format": "numpy"}
     parts = []
@@ -136,10 +154,14 @@ def run(inputs: list[str], out_dir: str, *, address: str | None = None, workers:
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        work = plan(expand(inputs), range_frames)
         cpus = int(ray.cluster_resources().get("CPU", 1))
+        if threads_per_worker > cpus:
+            raise InputError(f"threads_per_worker={threads_per_worker} is more than the cluster's {cpus} CPUs: "
+                             "no actor could be placed")
         n = workers or max(1, cpus // threads_per_worker)
         predictor = predictor or BatchPredictor(threads=threads_per_worker)
+        predictor.recognizer  # noqa: B018  (a wrong model or provider stops here, before any work)
+        work = plan(expand(inputs), range_frames)
         ds = dataset(work, predictor, workers=n, threads_per_worker=threads_per_worker, batch_size=batch_size)
         ds.write_parquet(out_dir)
     finally:

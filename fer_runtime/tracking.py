@@ -79,9 +79,13 @@ class IouTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, boxes: Sequence[Box], time_s: float) -> list[int]:
-        """The track id of each box detected at ``time_s`` (seconds, not decreasing), in order."""
-        self.tracks = [t for t in self.tracks if time_s - t.last_time <= self.max_age_s]
+    def update(self, boxes: Sequence[Box], time_s: float, since_last_s: float = 0.0) -> list[int]:
+        """The track id of each box detected at ``time_s`` (seconds, not decreasing), in order.
+
+        ``since_last_s``: the time since the previous detection, when detection runs only on some
+        frames; a track then ends only when unseen for longer than that as well as ``max_age_s``."""
+        age = max(self.max_age_s, since_last_s)
+        self.tracks = [t for t in self.tracks if time_s - t.last_time <= age]
         predicted = np.array([t.predicted(time_s) for t in self.tracks], np.float64).reshape(-1, 4)
         pairs = greedy_match(iou_matrix(predicted, np.asarray(boxes, np.float64)), self.iou_threshold)
         ids = [0] * len(boxes)

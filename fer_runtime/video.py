@@ -56,6 +56,14 @@ def is_url(source: object) -> bool:
     return isinstance(source, str) and source.lower().startswith(URL_SCHEMES)
 
 
+def is_live_url(url: str) -> bool:
+    """A stream (rtsp://, udp://... or an http(s) URL without a video file's suffix), as opposed to
+    a video file served over HTTP, which is read like a local file (every frame, container times)."""
+    if url.lower().startswith(("http://", "https://")):
+        return not is_video_path(url.split("?", 1)[0].split("#", 1)[0])
+    return True
+
+
 def _cv2() -> ModuleType:
     try:
         import cv2
@@ -100,8 +108,8 @@ class FrameIterable(VideoSource):
 
     def __init__(self, frames: Iterable[Any], fps: float = DEFAULT_FPS, color_order: ColorOrder = "rgb") -> None:
         super().__init__()
-        if not fps > 0 or math.isinf(fps):
-            raise InputError(f"fps must be a positive number, got {fps}")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf:
+            raise InputError(f"fps must be a positive number, got {fps!r}")
         self._frames, self.fps, self.color_order, self.name = frames, float(fps), color_order, "frames"
         self.frame_count = len(frames) if hasattr(frames, "__len__") else None  # type: ignore[arg-type]
 
@@ -133,7 +141,7 @@ class CaptureSource(VideoSource):
         if not self._cap.isOpened():
             self._cap.release()
             what = "no camera with that index, or it is busy" if isinstance(target, int) else (
-                "the stream cannot be reached or is not a video" if live else "not a readable video")
+                "it cannot be reached or is not a video" if is_url(target) else "not a readable video")
             raise VideoError(f"{self.name}: cannot open ({what})")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and math.isfinite(fps) and 0 < fps < 1000 else None
@@ -141,7 +149,7 @@ class CaptureSource(VideoSource):
         self.frame_count = count if count > 0 else None
         self._drop = drop_to_latest and live
         self._msec = cv2.CAP_PROP_POS_MSEC
-        self._lock = threading.Lock()
+        self._lock, self._stop = threading.Lock(), threading.Event()
         self.start, self.stop = start, stop
         if start > 0 and not (self._cap.set(cv2.CAP_PROP_POS_FRAMES, start)
                               and int(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) == start):
@@ -149,6 +157,7 @@ class CaptureSource(VideoSource):
             raise VideoError(f"{self.name}: cannot seek to frame {start} (of {self.frame_count or 'unknown'})")
 
     def close(self) -> None:
+        self._stop.set()  # a reader thread (drop_to_latest) ends after its current read
         with self._lock:
             self._cap.release()
 
@@ -182,29 +191,35 @@ class CaptureSource(VideoSource):
             return time.monotonic() - start
         if stamp > last:
             return stamp
-        return 0.0 if last == -math.inf else last + 1.0 / (self.fps or DEFAULT_FPS)
+        step = 1.0 / (self.fps or DEFAULT_FPS)
+        return self.start * step if last == -math.inf else last + step
 
     def _latest(self) -> Iterator[VideoFrame]:
         slot: list[VideoFrame] = []
-        ready, stop = threading.Condition(), threading.Event()
-        state = {"ended": False, "read": 0}
+        ready = threading.Condition()
+        state: dict[str, Any] = {"ended": False, "error": None}
         start = time.monotonic()
 
         def reader() -> None:
             index = 0
-            while not stop.is_set():
-                ok, image, _ = self._read()
-                with ready:
+            try:
+                while not self._stop.is_set():
+                    ok, image, _ = self._read()
                     if not ok:
-                        state["ended"] = True
+                        break
+                    with ready:
+                        if slot:
+                            self.dropped += 1
+                            slot.clear()
+                        slot.append(VideoFrame(index, time.monotonic() - start, image))
                         ready.notify()
-                        return
-                    if slot:
-                        self.dropped += 1
-                        slot.clear()
-                    slot.append(VideoFrame(index, time.monotonic() - start, image))
+                    index += 1
+            except Exception as exc:  # handed to the consumer, which raises it
+                state["error"] = exc
+            finally:
+                with ready:
+                    state["ended"] = True
                     ready.notify()
-                index += 1
 
         thread = threading.Thread(target=reader, name=f"fer-video-reader {self.name}", daemon=True)
         thread.start()
@@ -214,11 +229,13 @@ class CaptureSource(VideoSource):
                     while not slot and not state["ended"]:
                         ready.wait()
                     if not slot:
-                        return
+                        break
                     frame = slot.pop()
                 yield frame
+            if state["error"] is not None:
+                raise VideoError(f"{self.name}: reading stopped ({state['error']})") from state["error"]
         finally:
-            stop.set()
+            self._stop.set()
             thread.join(timeout=5)
 
 
@@ -256,7 +273,8 @@ def open_video(
     if isinstance(source, int):
         return CaptureSource(source, live=True, drop_to_latest=drop_to_latest is not False)
     if is_url(source):
-        return CaptureSource(str(source), live=True, drop_to_latest=drop_to_latest is not False)
+        live = is_live_url(str(source))
+        return CaptureSource(str(source), live=live, drop_to_latest=live and drop_to_latest is not False)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():

@@ -1,7 +1,7 @@
 """``fer-predict`` on videos, cameras and streams: rows per face and frame, written as they come.
 
-Each frame's rows are written in one piece and flushed, so a process killed mid-video leaves a
-file that parses up to its last frame. A frame with no face gets one ``no_face`` row; a source
+Each frame's rows are written in one piece and flushed right away, so a process killed
+mid-video leaves a file that parses up to its last frame. A frame with no face gets one ``no_face`` row; a source
 that fails (cannot be opened, or stops early: truncated or damaged) ends with an ``error`` row
 after the rows of every frame decoded before. ``--summary``, ``--plot`` and ``--annotate`` work
 from what each frame gives, in constant memory per track.
@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,7 +24,7 @@ from fer_runtime.errors import FerError, MissingExtraError
 from fer_runtime.video import open_video
 
 BOX_COLOR_BGR = (0, 255, 0)
-FLUSH_EVERY_S = 0.5  # rows are flushed at least this often (and at every frame of a live source)
+PLOTTED_TRACKS = 64  # series kept for --plot: the tracks seen longest (the plot shows the top 8)
 
 
 def video_columns(labels: tuple[str, ...]) -> list[str]:
@@ -55,21 +54,20 @@ class VideoRowWriter:
 
     def __init__(self, stream: TextIO, labels: tuple[str, ...], fmt: str) -> None:
         self.stream, self.labels, self.fmt, self.columns = stream, labels, fmt, video_columns(labels)
-        self._last_flush = time.monotonic()
 
     def start(self) -> None:
         if self.fmt == "csv":
-            self._emit([dict(zip(self.columns, self.columns))], force=True)
+            self._emit([dict(zip(self.columns, self.columns))])
         elif self.fmt == "table":
             probs = " ".join(f"{lab[:7]:>7s}" for lab in self.labels)
             self.stream.write(f"{'frame':>6s} {'time_s':>8s} {'track':>5s} {'box x,y,w,h':>19s} "
                               f"{'label':9s} {probs}  source\n")
             self.stream.flush()
 
-    def write(self, rows: list[dict[str, Any]], force: bool = False) -> None:
-        self._emit(rows, force)
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self._emit(rows)
 
-    def _emit(self, rows: list[dict[str, Any]], force: bool) -> None:
+    def _emit(self, rows: list[dict[str, Any]]) -> None:
         buf = io.StringIO()
         if self.fmt == "csv":
             out = csv.writer(buf, lineterminator="\n")
@@ -81,11 +79,8 @@ class VideoRowWriter:
         else:
             for row in rows:
                 buf.write(self._table_line(row))
-        self.stream.write(buf.getvalue())
-        now = time.monotonic()
-        if force or now - self._last_flush >= FLUSH_EVERY_S:
-            self.stream.flush()
-            self._last_flush = now
+        self.stream.write(buf.getvalue())  # one write and one flush per frame: whole lines reach the file
+        self.stream.flush()
 
     def _table_line(self, row: dict[str, Any]) -> str:
         where = f"{row['frame'] if row.get('frame') is not None else '-':>6} {row.get('time_s') or 0:8.3f}"
@@ -116,9 +111,10 @@ class TrackStats:
     probs: list[list[float]] = field(default_factory=list)
     stride: int = 1
     max_points: int = 2000
+    series: bool = True  # whether the probabilities over time are kept (for --plot)
 
     def add(self, time_s: float, label: str, probs: list[float]) -> None:
-        if self.frames % self.stride == 0:
+        if self.series and self.frames % self.stride == 0:
             self.times.append(time_s)
             self.probs.append(probs)
             if len(self.times) >= self.max_points:
@@ -129,16 +125,32 @@ class TrackStats:
 
 
 class Timeline:
-    """Per source and track: :class:`TrackStats`, fed one frame at a time."""
+    """Per source and track: :class:`TrackStats`, fed one frame at a time. With ``series`` (for
+    --plot) the probabilities over time are kept for the :data:`PLOTTED_TRACKS` tracks seen longest,
+    at most 2,000 points each; otherwise only counts, a few numbers per track."""
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
-        self.labels = labels
+    def __init__(self, labels: tuple[str, ...], series: bool = False) -> None:
+        self.labels, self.series = labels, series
         self.tracks: dict[tuple[str, int], TrackStats] = {}
+        self._with_series: set[tuple[str, int]] = set()
 
     def add(self, source: str, result: FrameResult) -> None:
         for face in result.faces:
-            stats = self.tracks.setdefault((source, face.track), TrackStats(result.time_s))
+            key = (source, face.track)
+            stats = self.tracks.get(key)
+            if stats is None:
+                stats = self.tracks[key] = TrackStats(result.time_s, series=self.series)
+                if self.series:
+                    self._with_series.add(key)
+                    self._bound_series()
             stats.add(result.time_s, face.label, [face.probabilities[lab] for lab in self.labels])
+
+    def _bound_series(self) -> None:
+        if len(self._with_series) > PLOTTED_TRACKS:
+            shortest = min(self._with_series, key=lambda k: self.tracks[k].frames)
+            self._with_series.discard(shortest)
+            stats = self.tracks[shortest]
+            stats.series, stats.times, stats.probs = False, [], []
 
     def summary(self) -> str:
         """A table: per track, frames seen, time span, dominant emotion and the share of each."""
@@ -164,7 +176,7 @@ class Timeline:
             import matplotlib.pyplot as plt
         except ImportError as exc:
             raise MissingExtraError("--plot needs matplotlib: pip install 'fer-edge[plot]'") from exc
-        chosen = sorted(self.tracks.items(), key=lambda kv: -kv[1].frames)[:max_tracks]
+        chosen = sorted(((k, v) for k, v in self.tracks.items() if v.times), key=lambda kv: -kv[1].frames)[:max_tracks]
         fig, axes = plt.subplots(max(1, len(chosen)), 1, figsize=(10, 1.9 * max(1, len(chosen)) + 0.8),
                                  sharex=True, squeeze=False)
         colors = plt.get_cmap("tab10").colors
@@ -197,16 +209,23 @@ class AnnotatedVideo:
 
     def __init__(self, path: Path, fps: float | None) -> None:
         self.path, self.fps, self._writer, self.frames = path, fps or 30.0, None, 0
+        self._size = (0, 0)
 
     def write(self, image: np.ndarray, result: FrameResult, color_order: str) -> None:
         import cv2
 
-        bgr = image if color_order == "bgr" or image.ndim == 2 else image[:, :, ::-1]
-        bgr = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR) if bgr.ndim == 2 else bgr[:, :, :3])
+        if image.ndim == 2 or image.shape[2] <= 2:
+            bgr = cv2.cvtColor(np.ascontiguousarray(image if image.ndim == 2 else image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+        else:
+            bgr = np.ascontiguousarray(image[:, :, :3] if color_order == "bgr" else image[:, :, 2::-1])
+        if self._writer is not None and bgr.shape[:2] != self._size[::-1]:  # a writer keeps its first size
+            scale = (self._size[0] / bgr.shape[1], self._size[1] / bgr.shape[0])
+            bgr = cv2.resize(bgr, self._size)
+            result = _scaled(result, scale)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                           (bgr.shape[1], bgr.shape[0]))
+            self._size = (bgr.shape[1], bgr.shape[0])
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
             if not self._writer.isOpened():
                 raise OSError(f"{self.path}: OpenCV cannot write a video there")
         thick = max(1, round(max(bgr.shape[:2]) / 400))
@@ -225,6 +244,15 @@ class AnnotatedVideo:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
+
+
+def _scaled(result: FrameResult, scale: tuple[float, float]) -> FrameResult:
+    """The result with its boxes scaled by (sx, sy), for a frame drawn at another size."""
+    from dataclasses import replace
+
+    faces = tuple(replace(f, box=(round(f.box[0] * scale[0]), round(f.box[1] * scale[1]),
+                                  round(f.box[2] * scale[0]), round(f.box[3] * scale[1]))) for f in result.faces)
+    return replace(result, faces=faces)
 
 
 # --- running one source ----------------------------------------------------------------------
@@ -256,7 +284,7 @@ def run_source(job: VideoJob, source: Any, name: str, live: bool) -> dict[str, A
                 for frame, result in job.analyzer.follow(video):
                     if annotated is not None:
                         annotated.write(frame.image, result, video.color_order)
-                    job.writer.write(frame_rows(name, result, job.labels), force=live)
+                    job.writer.write(frame_rows(name, result, job.labels))
                     if job.timeline is not None:
                         job.timeline.add(name, result)
                     bar.update()
@@ -264,7 +292,7 @@ def run_source(job: VideoJob, source: Any, name: str, live: bool) -> dict[str, A
         raise
     except (FerError, OSError) as exc:
         error = {"source": name, "status": "error", "error": str(exc).removeprefix(f"{name}: ")}
-        job.writer.write([error], force=True)
+        job.writer.write([error])
     finally:
         if annotated is not None:
             annotated.close()

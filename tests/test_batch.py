@@ -14,6 +14,7 @@ from fer_bench.clips import Mover, moving_faces, write_clip
 from fer_runtime import LABELS, EmotionRecognizer
 from fer_runtime.batch import (
     COLUMNS,
+    OPEN_END,
     TRACKS_PER_RANGE,
     BatchPredictor,
     ddl_schema,
@@ -81,7 +82,7 @@ def test_video_ranges_cover_the_clip_once(predictor, tmp_path):
     movers = [Mover((80, 70), (50, 0), 56), Mover((240, 170), (-50, 0), 56)]
     write_clip(path, (f for f, _ in moving_faces((240, 320), movers, 10.0, 25)), 10.0)
     ranges = split_video(str(path), 25, 10)
-    assert [(r["start"], r["stop"]) for r in ranges] == [(0, 10), (10, 20), (20, 25)]
+    assert [(r["start"], r["stop"]) for r in ranges] == [(0, 10), (10, 20), (20, OPEN_END)]  # the last to the end
     cols = {k: np.array([r[k] for r in ranges], object if k in ("id", "path") else np.int64) for k in ranges[0]}
     rows = _rows(predictor(cols))
     frames = sorted({r["frame"] for r in rows})
@@ -100,6 +101,7 @@ def test_arrow_and_spark_schemas_are_fixed(predictor):
     errors = to_arrow(predictor({"bytes": np.array([b"junk"], object)}))
     assert empty.schema == errors.schema and str(errors.schema.field("error").type) == "string"
     assert str(errors.schema.field("label").type) == "string"  # all None, still typed
+    assert errors.column("score").null_count == 1 and errors.column("x").to_pylist() == [-1]  # NaN -> null
     ddl = ddl_schema()
     assert ddl.startswith("id string, frame bigint, time_s double") and ddl.endswith("p_Neutral double, error string")
     assert ddl.count(",") == len(COLUMNS) - 1
@@ -128,3 +130,22 @@ def test_batch_predictor_never_imports_ray():
             "assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_wrong_model_fails_the_batch_not_each_row():
+    from fer_runtime.errors import ModelError
+
+    with pytest.raises(ModelError, match="no such model file"):
+        BatchPredictor("/nowhere/model.onnx")({"bytes": np.array([b"x"], object)})
+
+
+def test_a_damaged_video_range_ends_with_an_error_row_after_its_frames(predictor, tmp_path):
+    path = tmp_path / "clip.mkv"  # Matroska keeps its early frames decodable when cut
+    write_clip(path, (f for f, _ in moving_faces((240, 320), [Mover((80, 70), (50, 0), 56)], 10.0, 30)), 10.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    cols = {"path": np.array([str(path)], object), "start": np.array([0]), "stop": np.array([30])}
+    rows = _rows(predictor(cols))
+    assert rows[-1]["status"] == "error" and "truncated or damaged" in rows[-1]["error"]
+    good = [r["frame"] for r in rows[:-1]]
+    assert good == list(range(len(good))) and len(good) >= 5 and rows[-1]["frame"] == len(good)

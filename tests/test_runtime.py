@@ -370,6 +370,9 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
     done = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "unexpected" not in done.stdout
+    for script, extra in (("fer-predict", "fer-edge[cli]"), ("fer-batch", "fer-edge[scale]")):
+        bare = subprocess.run([str(py.parent / script), "--help"], capture_output=True, text=True, timeout=60)
+        assert bare.returncode == 2 and extra in bare.stderr and "Traceback" not in bare.stderr, (script, bare.stderr)
     label, deps = done.stdout.split(" ", 1)
     assert label in fer_runtime.LABELS and deps.strip() == "['numpy', 'onnxruntime']"
     expected = EmotionRecognizer().predict_one(faces[0]).label
