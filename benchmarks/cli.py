@@ -186,6 +186,23 @@ def _write(out_dir: Path, stem: str, result: dict[str, Any], table: str) -> None
     typer.echo(f"wrote {out_dir / (stem + '.json')} and {out_dir / (stem + '.md')}")
 
 
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _report(stem: str, out_dir: Path, measure: Any, markdown: Any) -> None:
+    """Describe the machine, run ``measure()`` (a dict of figures), print and write its tables."""
+    from fer_bench.env import describe, environment
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    env = environment()
+    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env, **measure()}
+    typer.echo(describe(env))
+    table = markdown(result)
+    typer.echo(table)
+    _write(out_dir, stem, result, table)
+
+
 @app.command()
 def crops(
     models: Annotated[list[str], typer.Option("--model", help="Classifiers to score (repeat); choose on ones that held the split out.")],
@@ -245,36 +262,33 @@ def detect(
         recall_by_width,
         settings_latency,
     )
-    from fer_runtime import BUNDLED_MODELS
-    from fer_bench.env import describe, environment
-    from fer_runtime import FaceDetector
+    from fer_runtime import BUNDLED_MODELS, FaceDetector
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rounds = min(rounds, 30) if quick else rounds
-    say = lambda m: typer.echo(m, err=True)  # noqa: E731
-    env = environment()
-    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
-    try:
-        from fer_bench.detection import decoder_parity
 
-        if not oracle_model.is_file():
-            raise FileNotFoundError(f"{oracle_model} not found")
-        result["parity"] = decoder_parity(oracle_model)
-    except (ImportError, FileNotFoundError) as exc:
-        result["parity"] = {"skipped": str(exc)}
-    say("recall by face width")
-    result["recall"] = recall_by_width(FaceDetector(), [12, 16, 18, 20, 22, 24, 28, 32, 40], placements=5 if quick else 25, seed=1)
-    say("eight faces in 1280x720")
-    result["eight_faces"] = eight_faces(FaceDetector(), layouts=3 if quick else 20)
-    say("detector latency")
-    result["detector_latency"] = detector_latency(rounds=max(10, rounds // 2))
-    say("per-face latency of every bundled fp32 and int8 model")
-    result["per_face"] = per_face_latency([m for m in BUNDLED_MODELS if not m.endswith("-fp16")], rounds)
-    result["settings_latency"] = settings_latency(models or ["vgg-taper-int8", "vgg-deep"], rounds, progress=say)
-    typer.echo(describe(env))
-    table = detect_markdown(result)
-    typer.echo(table)
-    _write(out_dir, "detect", result, table)
+    def measure() -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        try:
+            from fer_bench.detection import decoder_parity
+
+            if not oracle_model.is_file():
+                raise FileNotFoundError(f"{oracle_model} not found")
+            result["parity"] = decoder_parity(oracle_model)
+        except (ImportError, FileNotFoundError) as exc:
+            result["parity"] = {"skipped": str(exc)}
+        _say("recall by face width")
+        result["recall"] = recall_by_width(FaceDetector(), [12, 16, 18, 20, 22, 24, 28, 32, 40],
+                                           placements=5 if quick else 25, seed=1)
+        _say("eight faces in 1280x720")
+        result["eight_faces"] = eight_faces(FaceDetector(), layouts=3 if quick else 20)
+        _say("detector latency")
+        result["detector_latency"] = detector_latency(rounds=max(10, rounds // 2))
+        _say("per-face latency of every bundled fp32 and int8 model")
+        result["per_face"] = per_face_latency([m for m in BUNDLED_MODELS if not m.endswith("-fp16")], rounds)
+        result["settings_latency"] = settings_latency(models or ["vgg-taper-int8", "vgg-deep"], rounds, progress=_say)
+        return result
+
+    _report("detect", out_dir, measure, detect_markdown)
 
 
 @app.command()
@@ -288,20 +302,12 @@ def video(
 ) -> None:
     """Video end to end on generated clips (640x480 with one face, 1280x720 with four, one leaving and coming back):
     frames/s split by stage (decode, detect, classify, track, write), identity switches, decode speed, and RSS over a long run."""
-    from fer_bench.env import describe, environment
     from fer_bench.video import video_benchmark, video_markdown
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    say = lambda m: typer.echo(m, err=True)  # noqa: E731
-    env = environment()
-    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
-    result.update(video_benchmark(models or ["vgg-taper-int8", "vgg-deep"], seconds=2.0 if quick else seconds,
-                                  long_frames=min(long_frames, 2000) if quick else long_frames,
-                                  threads=threads or None, progress=say))
-    typer.echo(describe(env))
-    table = video_markdown(result)
-    typer.echo(table)
-    _write(out_dir, "video", result, table)
+    _report("video", out_dir, lambda: video_benchmark(
+        models or ["vgg-taper-int8", "vgg-deep"], seconds=2.0 if quick else seconds,
+        long_frames=min(long_frames, 2000) if quick else long_frames, threads=threads or None, progress=_say),
+        video_markdown)
 
 
 @app.command()
@@ -314,19 +320,11 @@ def scale(
 ) -> None:
     """fer-batch on a local Ray instance at 1 and 2 workers (and 1 worker x 2 threads) against the single-process
     fer-predict on the same files: images/s, video frames/s, and the Parquet bytes per row."""
-    from fer_bench.env import describe, environment
     from fer_bench.scale import scale_benchmark, scale_markdown
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    say = lambda m: typer.echo(m, err=True)  # noqa: E731
-    env = environment()
-    result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
-    result.update(scale_benchmark(min(images, 40) if quick else images, min(video_frames, 90) if quick else video_frames,
-                                  min(range_frames, 30) if quick else range_frames, progress=say))
-    typer.echo(describe(env))
-    table = scale_markdown(result)
-    typer.echo(table)
-    _write(out_dir, "scale", result, table)
+    _report("scale", out_dir, lambda: scale_benchmark(
+        min(images, 40) if quick else images, min(video_frames, 90) if quick else video_frames,
+        min(range_frames, 30) if quick else range_frames, progress=_say), scale_markdown)
 
 
 def run() -> None:

@@ -161,6 +161,7 @@ def long_run(rec: EmotionRecognizer, frames: int, size: tuple[int, int] = (120, 
              progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """``frames`` generated frames (a face moving; a 300-frame cycle precomputed) through the analyzer
     and the CSV writer to /dev/null; RSS sampled every ``every`` frames."""
+    every = max(1, min(every, frames // 2))  # a short run still gets two samples
     cycle = [f for f, _ in moving_faces(size, default_movers(1, size, 10.0), 30.0, 300)]
 
     def generate() -> Iterator[np.ndarray]:
@@ -222,7 +223,7 @@ def video_markdown(result: dict[str, Any]) -> str:
     if "long_run" in result:
         lr = result["long_run"]
         lines += ["", f"Long run: {lr['frames']:,} generated {lr['frame_size'][1]}x{lr['frame_size'][0]} frames "
-                      f"in {lr['seconds']:.0f} s; RSS {lr['rss_mb_first_sample']:.1f} MB after 1,000 frames, "
+                      f"in {lr['seconds']:.0f} s; RSS {lr['rss_mb_first_sample']:.1f} MB after {lr['samples'][0][0]:,} frames, "
                       f"at most {lr['rss_mb_max']:.1f} MB, {lr['rss_mb_last']:.1f} MB at the end "
                       f"(growth {lr['growth_mb']:.1f} MB)."]
     return "\n".join(lines) + "\n"
