@@ -109,7 +109,7 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
         ckpt = load_checkpoint(path)
     except CheckpointError as exc:
         raise BenchError(str(exc)) from exc
-    expected = EmotionRecognizer(model, providers="cpu").info.metadata.get("checkpoint_sha256")
+    expected = EmotionRecognizer(model, providers="cpu").info.metadata.checkpoint_sha256
     if expected and expected != file_sha256(path):
         raise BenchError(f"{path} is not the checkpoint {model} was exported from (sha256 differs); pass the right --checkpoint")
     return model_from_checkpoint(ckpt), ckpt, path

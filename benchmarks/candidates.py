@@ -39,7 +39,7 @@ def _bundled_candidate(spec: str, folder: Path, i: int) -> dict[str, Any]:
     from fer_bench.flops import count_flops
     from fer_runtime.bundled import BUNDLED_MODELS, read_bundled
     from fer_runtime.errors import ModelError
-    from fer_runtime.recognizer import read_metadata
+    from fer_runtime.metadata import METADATA_KEY, ModelMetadata
     from fer_train.models import build_model
 
     name = spec[len(BUNDLED_PREFIX):]
@@ -55,10 +55,10 @@ def _bundled_candidate(spec: str, folder: Path, i: int) -> dict[str, Any]:
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(files["fp32"]), load_external_data=False).metadata_props}
-    meta = read_metadata(props, spec)
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["arch_args"].items()}
-    return {"spec": spec, "arch": meta["arch"], "overrides": {}, "bundled": name,
-            "parameters": int(meta["num_parameters"]), "mflop": count_flops(build_model(meta["arch"], **args).eval()) / 1e6,
+    meta = ModelMetadata.from_json(props.get(METADATA_KEY), spec)
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.extra["arch_args"].items()}
+    return {"spec": spec, "arch": meta.arch, "overrides": {}, "bundled": name,
+            "parameters": int(meta.extra["num_parameters"]), "mflop": count_flops(build_model(meta.arch, **args).eval()) / 1e6,
             "files": files}
 
 
@@ -136,7 +136,7 @@ def export_candidates(specs: Sequence[str], folder: Path, seed: int = 0) -> list
 def time_candidates(candidates: list[dict[str, Any]], thread_counts: Sequence[int], rounds: int,
                     progress: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
     """Batch-1 model-only latency of every (candidate, precision) per thread count, interleaved."""
-    import onnxruntime as ort
+    from fer_runtime.session import make_session
 
     x = np.random.default_rng(1).normal(size=(1, 1, 48, 48)).astype(np.float32)
     rows = []
@@ -145,11 +145,8 @@ def time_candidates(candidates: list[dict[str, Any]], thread_counts: Sequence[in
         runners = {}
         for c in candidates:
             for precision in PRECISIONS:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-                opts.log_severity_level = 3
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                session = ort.InferenceSession(str(c["files"][precision]), opts, providers=["CPUExecutionProvider"])
+                path = c["files"][precision]
+                session = make_session(path.read_bytes(), str(path), providers="cpu", threads=threads)
                 feed = {session.get_inputs()[0].name: x}
                 runners[(c["spec"], precision)] = (session, feed)
         for session, feed in runners.values():

@@ -48,8 +48,9 @@ def measure_peak_gflops(threads: int, sizes: tuple[int, ...] = (512, 1024), seco
     which would understate the machine. Best over sizes and repeats: the achievable peak.
     """
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from fer_runtime.session import make_session
 
     best = 0.0
     for n in sizes:
@@ -57,9 +58,7 @@ def measure_peak_gflops(threads: int, sizes: tuple[int, ...] = (512, 1024), seco
         graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", io[:2], io[2:])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = make_session(model.SerializeToString(), "matmul probe", providers="cpu", threads=threads)
         feed = {"a": np.random.rand(n, n).astype(np.float32), "b": np.random.rand(n, n).astype(np.float32)}
         session.run(None, feed)
         deadline = time.perf_counter() + seconds

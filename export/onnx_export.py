@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fer_runtime import PreprocessConfig, __version__, preprocess
-from fer_runtime.recognizer import METADATA_KEY
+from fer_runtime.metadata import METADATA_KEY, ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,34 @@ class ExportReport:
         return "\n".join(lines)
 
 
+STAGING_PREFIX = ".fer-export-"
+
+
 @contextmanager
 def _staging(folder: Path) -> Iterator[Path]:
-    """A hidden temporary folder beside the outputs; whatever is still in it at the end is removed."""
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".fer-export-") as tmp:
+    """A hidden temporary folder beside the outputs; whatever is still in it at the end is removed.
+    Its name carries the pid, so folders left by a killed export (kill -9 skips the clean-up) are swept
+    by the next export into the same folder."""
+    _sweep_dead_staging(folder)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f"{STAGING_PREFIX}{os.getpid()}-") as tmp:
         yield Path(tmp)
+
+
+def _sweep_dead_staging(folder: Path) -> None:
+    for stale in folder.glob(f"{STAGING_PREFIX}*-*"):
+        pid = stale.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _check_writable(output: Path) -> None:
@@ -158,14 +181,19 @@ def to_onnx(model: Any, size: int, path: Path, opset: int = OPSET) -> None:
         onnx_log.setLevel(level)
 
 
-def _add_metadata(path: Path, meta: dict[str, Any]) -> None:
+def _num_parameters(state_dict: dict[str, Any]) -> int:
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return int(sum(v.numel() for k, v in state_dict.items() if not k.endswith(buffers)))
+
+
+def _add_metadata(path: Path, meta: ModelMetadata) -> None:
     import onnx
 
     model = onnx.load(str(path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
-    model.doc_string = f"FER {meta['arch']} ({meta['precision']}): {', '.join(meta['labels'])}"
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+    model.doc_string = f"FER {meta.arch} ({meta.precision}): {', '.join(meta.labels)}"
     model.producer_name, model.producer_version = "fer-edge", __version__
     onnx.save(model, str(path))
 
@@ -180,11 +208,9 @@ def _check_onnx(path: Path) -> None:
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
+    from fer_runtime.session import make_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return make_session(path.read_bytes(), str(path), providers="cpu")
 
 
 def _run(session: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -324,25 +350,14 @@ def export_onnx(
     x_test = preprocess(test.images, pcfg)
     x_parity = x_test[:parity_faces]
 
-    meta = {
-        "format": "fer-edge-onnx",
-        "format_version": 1,
-        "labels": list(ckpt["labels"]),
-        "preprocess": pcfg.to_dict(),
-        "arch": ckpt["arch"],
-        "arch_args": ckpt["arch_args"],
-        "num_parameters": int(sum(v.numel() for k, v in ckpt["state_dict"].items()
-                                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))),
-        "training_data": ckpt.get("data", {}),
-        "metrics": _summarise_metrics(ckpt.get("metrics", {})),
-        "temperature": float(ckpt.get("temperature", 1.0)),
-        "package_version": __version__,
-        "checkpoint_sha256": file_sha256(checkpoint),
-        "checkpoint_epoch": ckpt.get("epoch"),
-        "opset": opset,
-        "exporter": "torch.onnx.export(dynamo=True)",
-        "precision": "fp32",
-    }
+    meta = ModelMetadata(
+        labels=tuple(ckpt["labels"]), preprocess=pcfg, temperature=float(ckpt.get("temperature", 1.0)),
+        arch=ckpt["arch"], precision="fp32", checkpoint_sha256=file_sha256(checkpoint),
+        metrics=_summarise_metrics(ckpt.get("metrics", {})),
+        extra={"arch_args": ckpt["arch_args"], "num_parameters": _num_parameters(ckpt["state_dict"]),
+               "training_data": ckpt.get("data", {}), "package_version": __version__,
+               "checkpoint_epoch": ckpt.get("epoch"), "opset": opset, "exporter": "torch.onnx.export(dynamo=True)"},
+    )
     with _staging(output.parent) as stage:
         tmp = stage / output.name
         to_onnx(model, pcfg.size, tmp, opset)
@@ -376,8 +391,8 @@ def export_onnx(
             if precision == "int8" and vreport.argmax_agreement < min_int8_agreement:
                 raise ExportError(f"int8 argmax agreement with fp32 is {vreport.argmax_agreement:.2%} "
                                   f"(< {min_int8_agreement:.0%}); nothing was written")
-            _add_metadata(vtmp, {**meta, "precision": precision,
-                                 "metrics": {**meta["metrics"], "test_accuracy": vreport.test_accuracy}})
+            _add_metadata(vtmp, meta.with_changes(precision=precision,
+                                                  metrics={**meta.metrics, "test_accuracy": vreport.test_accuracy}))
             vreport.size_bytes = vtmp.stat().st_size
             report.variants.append(vreport)
             staged.append((vtmp, final))

@@ -7,7 +7,7 @@
 
 Public API: :class:`EmotionRecognizer` and its result types, the face detector and the pipeline
 that composes the two, video (:class:`VideoAnalyzer`: tracks over time), image loading, the one preprocessing function :func:`preprocess` (with its
-steps), the labels, the bundled-model registries and the exceptions.
+steps), the labels, the bundled-model registries, the model metadata contract and the exceptions.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from fer_runtime.preprocessing import (
     to_gray,
 )
 from fer_runtime.images import DEFAULT_MAX_PIXELS, load_image
+from fer_runtime.metadata import MetadataError, ModelMetadata
 from fer_runtime.pipeline import CropConfig, Face, FacePipeline
 from fer_runtime.recognizer import EmotionRecognizer, ModelInfo
 from fer_runtime.results import Prediction
@@ -55,10 +56,12 @@ __all__ = [
     "FerError",
     "FrameResult",
     "InputError",
+    "MetadataError",
     "MissingExtraError",
     "ModelError",
     "ModelInfo",
     "ModelIntegrityError",
+    "ModelMetadata",
     "Prediction",
     "PreprocessConfig",
     "ProviderError",

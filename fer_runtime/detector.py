@@ -23,7 +23,7 @@ from fer_runtime.errors import InputError, ModelError
 from fer_runtime.frames import detector_blob, load_frame
 from fer_runtime.images import DEFAULT_MAX_PIXELS
 from fer_runtime.preprocessing import ColorOrder
-from fer_runtime.session import SPINNING_DEFAULT, make_session, read_model_bytes
+from fer_runtime.session import SPINNING_DEFAULT, PicklesByArguments, make_session, read_model_bytes, remember_arguments
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Detection:
     landmarks: tuple[tuple[float, float], ...]
 
 
-class FaceDetector:
+class FaceDetector(PicklesByArguments):
     """Find faces in whole frames with YuNet (bundled, sha256-checked; numpy + onnxruntime only).
 
     Frames are shrunk by a whole factor k before detection (exact area averaging, never enlarged):
@@ -63,6 +63,7 @@ class FaceDetector:
     ``max_pixels``: larger frames are refused (decompression bombs, mistaken inputs); ``None`` allows any.
     """
 
+    @remember_arguments
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import threading
 from collections.abc import Sequence
@@ -17,43 +15,43 @@ from fer_runtime.bundled import BUNDLED_MODELS, DEFAULT_MODEL, read_bundled
 from fer_runtime.detector import FaceDetector
 from fer_runtime.errors import InputError, ModelError
 from fer_runtime.images import DEFAULT_MAX_PIXELS, as_images
-from fer_runtime.labels import LABELS
+from fer_runtime.metadata import METADATA_KEY, ModelMetadata
 from fer_runtime.pipeline import CropConfig, Face, FacePipeline
 from fer_runtime.preprocessing import ColorOrder, PreprocessConfig, preprocess
 from fer_runtime.results import Prediction
-from fer_runtime.session import SPINNING_DEFAULT, make_session, read_model_bytes
+from fer_runtime.session import SPINNING_DEFAULT, PicklesByArguments, make_session, read_model_bytes, remember_arguments
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "fer_edge"  # metadata_props key holding the model's JSON description
-
-
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the runtime read from the model: where it came from and its metadata."""
+    """What the runtime read from the model: where it came from and its checked metadata."""
 
     source: str
-    labels: tuple[str, ...]
-    preprocess: PreprocessConfig
-    temperature: float
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.metadata.labels
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.metadata.preprocess
+
+    @property
+    def temperature(self) -> float:
+        return self.metadata.temperature
 
 
-def read_metadata(meta_map: dict[str, str], source: str) -> dict[str, Any]:
-    raw = meta_map.get(METADATA_KEY)
+def read_metadata(session: Any, source: str) -> ModelMetadata:
+    """The session's model metadata, checked (a model without any reads as the defaults, with a warning)."""
+    raw = dict(session.get_modelmeta().custom_metadata_map).get(METADATA_KEY)
     if raw is None:
         log.warning("%s has no %r metadata: assuming the FER2013 labels and default preprocessing", source, METADATA_KEY)
-        return {}
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{source}: its {METADATA_KEY!r} metadata is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ModelError(f"{source}: its {METADATA_KEY!r} metadata is not a JSON object")
-    return meta
+    return ModelMetadata.from_json(raw, source)
 
 
-class EmotionRecognizer:
+class EmotionRecognizer(PicklesByArguments):
     """Classify facial expressions in face crops (:meth:`predict`) or whole frames (:meth:`detect`).
 
     ``EmotionRecognizer()`` loads the bundled default model (offline, sha256-checked);
@@ -68,9 +66,11 @@ class EmotionRecognizer:
     ONNX Runtime session config entries. ``max_pixels``: larger images are refused before decoding
     (``None``: no limit). ``detector`` and ``crop``: the :class:`FaceDetector` and
     :class:`CropConfig` that :meth:`detect` uses (default: the bundled YuNet, made on first use
-    with the same providers and threads). Instances are thread-safe.
+    with the same providers and threads). Instances are thread-safe, and pickle (for process
+    pools): the copy is rebuilt from the same model and options in the process that unpickles it.
     """
 
+    @remember_arguments
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
@@ -103,15 +103,13 @@ class EmotionRecognizer:
             data, source = read_model_bytes(model, BUNDLED_MODELS, DEFAULT_MODEL, read_bundled)
             self._session = make_session(data, source, config=session_config, **self._session_args)  # type: ignore[arg-type]
         self._input_name, self._output_name = _check_io(self._session, source)
-        meta = read_metadata(dict(self._session.get_modelmeta().custom_metadata_map), source)
-        labels = tuple(meta.get("labels", LABELS))
-        if len(labels) != _output_width(self._session):
-            raise ModelError(f"{source}: metadata lists {len(labels)} labels but the model outputs {_output_width(self._session)}")
-        pcfg = PreprocessConfig.from_dict(meta.get("preprocess", {}))
-        temperature = float(meta.get("temperature", 1.0))
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ModelError(f"{source}: temperature must be a positive number, got {temperature}")
-        self.info = ModelInfo(source, labels, pcfg, temperature, meta)
+        meta = read_metadata(self._session, source)
+        if len(meta.labels) != _output_width(self._session):
+            raise ModelError(f"{source}: metadata lists {len(meta.labels)} labels but the model outputs {_output_width(self._session)}")
+        if not _dims_ok(self._session.get_inputs()[0].shape[2:], (meta.preprocess.size, meta.preprocess.size)):
+            raise ModelError(f"{source}: metadata asks for {meta.preprocess.size}x{meta.preprocess.size} faces but the model "
+                             f"takes {self._session.get_inputs()[0].shape[2:]}")
+        self.info = ModelInfo(source, meta)
 
     @property
     def labels(self) -> tuple[str, ...]:

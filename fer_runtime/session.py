@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -17,6 +18,37 @@ log = logging.getLogger(__name__)
 # the caller needs next (BENCHMARKS.md, "Whole frames": 2 threads with spinning doubled detect latency), so spinning is off
 # unless asked for.
 SPINNING_DEFAULT = False
+
+
+class PicklesByArguments:
+    """Pickled as the arguments that made it, so it is rebuilt (session included) where it is unpickled.
+
+    An ONNX Runtime session belongs to one process; a recognizer or detector sent to a process
+    pool or a worker is made again there from the same model name or path and options. Decorate
+    ``__init__`` with :func:`remember_arguments`.
+    """
+
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._init_args
+        if kwargs.get("session") is not None:
+            raise TypeError(f"a {type(self).__name__} made with an injected session cannot be pickled: "
+                            "send its model name or path and options, and build it where it runs")
+        return _rebuild, (type(self), args, kwargs)
+
+
+def remember_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def wrapper(self: PicklesByArguments, *args: Any, **kwargs: Any) -> None:
+        self._init_args = (args, kwargs)
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _rebuild(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return cls(*args, **kwargs)
 
 
 def read_model_bytes(

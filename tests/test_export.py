@@ -68,7 +68,7 @@ def test_variants_are_reported_and_tagged(exported_seed):
     assert variants["int8"].size_bytes < exported_seed["fp32"].stat().st_size
     for precision in ("int8", "fp16"):
         rec = EmotionRecognizer(exported_seed[precision])
-        assert rec.info.metadata["precision"] == precision
+        assert rec.info.metadata.precision == precision
 
 
 def _assert_clean_failure(done: subprocess.CompletedProcess, folder: Path, message: str) -> None:

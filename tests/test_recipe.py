@@ -141,4 +141,4 @@ def test_recipe_trains_exports_and_carries_the_temperature(fer_path, tmp_path):
     assert report.parity.passed
     rec = EmotionRecognizer(tmp_path / "m.onnx")
     assert rec.info.temperature == pytest.approx(ckpt["temperature"])
-    assert rec.info.metadata["arch"] == "vgg-small"
+    assert rec.info.metadata.arch == "vgg-small"

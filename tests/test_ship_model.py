@@ -156,7 +156,7 @@ def test_ship_pins_exports_and_keeps_the_old_model(tmp_path, fer_path):
         path = root / "fer_runtime" / "models" / filename
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
         assert f'filename="{filename}",\n            sha256="{digest}"' in source
-        assert EmotionRecognizer(path).info.metadata["arch"] == "seed"
+        assert EmotionRecognizer(path).info.metadata.arch == "seed"
     assert sorted(p.name for p in (root / "models" / "seed").iterdir()) == sorted(
         [*ship_model.EVIDENCE, "train.log", "export_report.json"])
     assert (root / "benchmarks" / "twins" / "seed.pt").resolve() == (root / "models" / "seed" / "best.pt").resolve()

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if splits.test is None:
             raise DataError("the data has no PublicTest rows")
         fitted = [name for name, rec in ((args.a, rec_a), (args.b, rec_b))
-                  if rec.info.metadata.get("metrics", {}).get("trained_on_val")]
+                  if rec.info.metadata.metrics.get("trained_on_val")]
         parts = [("val", splits.val.images, splits.val.labels), ("PublicTest", splits.test.images, splits.test.labels)]
         if args.dedup:
             in_val = has_duplicate_in(splits.test.images, splits.val.images)

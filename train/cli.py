@@ -102,7 +102,7 @@ def fer_train(
             progress=progress,
         )
         result = train(cfg, resume=resume)
-    except (DataError, CheckpointError, ValueError, RuntimeError) as exc:
+    except (DataError, CheckpointError, ValueError) as exc:  # user errors; anything else is a bug: traceback
         _fail(exc)
         return
     if result.test_metrics is not None:

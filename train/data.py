@@ -189,7 +189,7 @@ def _parse_csv(path: Path, split_seed: int, test_fraction: float) -> tuple[np.nd
     labels = np.empty(len(df), dtype=np.int64)
     for i, raw in enumerate(df["emotion"].to_numpy()):
         value = raw.strip()
-        if not value.isdigit() or int(value) >= len(LABELS):
+        if not (value.isascii() and value.isdigit()) or int(value) >= len(LABELS):  # "²".isdigit() too
             raise DataError(f"{name} line {i + 2}: label must be 0-{len(LABELS) - 1}, got {raw!r}")
         labels[i] = int(value)
 
