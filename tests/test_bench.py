@@ -260,3 +260,35 @@ def test_plot_tells_thread_counts_apart_keeps_the_legend_off_the_data_and_shows_
         plt.close(fig)
     plot(_fake_result(with_accuracy=True), tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_scores_the_split_asked_for_privatetest_included(tmp_path):
+    import os
+
+    from fer_runtime import EmotionRecognizer
+
+    # Kaggle's fer2013.csv layout; the real PrivateTest rows are held out of this workplace on purpose.
+    rng = np.random.default_rng(0)
+    counts = {"Training": 4, "PublicTest": 5, "PrivateTest": 7}
+    rows, private = ["emotion,pixels,Usage"], []
+    for usage, n in counts.items():
+        for _ in range(n):
+            face, label = rng.integers(0, 256, 48 * 48, dtype=np.uint8), int(rng.integers(0, 7))
+            rows.append(f"{label},{' '.join(map(str, face))},{usage}")
+            if usage == "PrivateTest":
+                private.append((face.reshape(48, 48), label))
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    env = {**os.environ, "FER_CACHE_DIR": str(tmp_path / "cache")}
+    done = _bench("accuracy", "--model", "seed", "--data", str(csv), "--split", "PrivateTest", "--no-progress",
+                  "-o", str(tmp_path / "out"), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    acc = json.loads((tmp_path / "out" / "fer_bench.json").read_text())["accuracy"]
+    assert acc["split"] == "PrivateTest" and acc["faces"] == counts["PrivateTest"]
+    faces, labels = np.stack([f for f, _ in private]), np.array([l for _, l in private])
+    expected = float((EmotionRecognizer("seed").predict_proba(faces).argmax(1) == labels).mean())
+    assert acc["backends"]["ort-fp32"]["accuracy"] == pytest.approx(expected)
+    assert "## Accuracy on PrivateTest (7 faces" in (tmp_path / "out" / "fer_bench.md").read_text()
+    done = _bench("accuracy", "--model", "seed", "--data", str(csv), "--split", "Private", "--no-progress",
+                  "-o", str(tmp_path / "out2"), env=env)
+    assert done.returncode == 1 and "PrivateTest" in done.stderr and "Traceback" not in done.stderr
