@@ -109,15 +109,16 @@ def _verified(name: str, registry: dict[str, BundledModel], kind: str) -> bytes:
         raise ModelError(f"no bundled {kind} {name!r}; bundled: {', '.join(sorted(registry))}{hint}") from None
     path = model_path(entry)
     ref = resources.files("fer_runtime") / "models" / entry.filename if path is None else path
+    what = f"bundled {kind} {name!r}" if path is None else f"{kind} {name!r} ({path})"
     try:
         data = ref.read_bytes()
     except OSError as exc:
         fix = "reinstall fer-edge" if path is None else "restore it from git (git checkout -- models/)"
-        raise ModelError(f"{kind} {name!r} is missing ({exc}); {fix}") from exc
+        raise ModelError(f"{what} is missing ({exc}); {fix}") from exc
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
-        fix = "reinstall fer-edge" if entry.root is None else f"{path} is not the file {entry.root / 'registry.json'} pins"
+        fix = "reinstall fer-edge" if entry.root is None else f"it is not the file {entry.root / 'registry.json'} pins"
         raise ModelIntegrityError(
-            f"{kind} {name!r} is corrupted: sha256 {digest[:16]}... != recorded {entry.sha256[:16]}...; {fix}"
+            f"{what} is corrupted: sha256 {digest[:16]}... != recorded {entry.sha256[:16]}...; {fix}"
         )
     return data

@@ -113,7 +113,7 @@ def test_a_checkout_model_differing_from_its_pin_is_refused(monkeypatch, tmp_pat
     registry = json.loads((REPO / "models" / "registry.json").read_text())
     (fake / "registry.json").write_text(json.dumps(registry))
     monkeypatch.setattr(bundled_mod, "checkout_roots", lambda: [tmp_path])
-    with pytest.raises(ModelIntegrityError, match=r"'vgg' is corrupted.*registry\.json pins"):
+    with pytest.raises(ModelIntegrityError, match=r"model 'vgg' \(.*model\.onnx\) is corrupted.*registry\.json pins"):
         EmotionRecognizer("vgg")
     with pytest.raises(ModelError, match="is missing"):
         EmotionRecognizer("vgg-int8")
