@@ -9,13 +9,13 @@ verified by the sha256 recorded in the model's metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fer_runtime import BUNDLED_MODELS, EmotionRecognizer, PreprocessConfig, preprocess
+from fer_bench.checkout import checkout_path
+from fer_runtime import EmotionRecognizer, PreprocessConfig, known_models, preprocess
 from fer_train.calibration import softmax
 
 
@@ -86,12 +86,13 @@ class TorchBackend:
 
 
 def bundled_twin(name: str) -> Path:
-    """The checkpoint a bundled model was exported from, shipped in fer_bench's package data."""
-    ref = resources.files("fer_bench") / "twins" / f"{name}.pt"
-    with resources.as_file(ref) as path:
-        if not path.is_file():
-            raise BenchError(f"no PyTorch twin shipped for bundled model {name!r}; pass --checkpoint")
-        return path
+    """The checkpoint a named model was exported from: ``models/<name>/best.pt`` of the source
+    checkout (the wheel carries no PyTorch files)."""
+    path = checkout_path("models", name, "best.pt")
+    if not path.is_file():
+        raise BenchError(f"no PyTorch twin for {name!r} at {path} (fer-bench finds twins in a source checkout); "
+                         "pass --checkpoint")
+    return path
 
 
 def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str, Any], Path]:
@@ -101,7 +102,7 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
 
     base = model.removesuffix("-int8").removesuffix("-fp16")  # variants share their fp32 model's twin
     if checkpoint is None:
-        if model not in BUNDLED_MODELS:
+        if model not in known_models():
             raise BenchError(f"{model}: pass --checkpoint with the fer-train checkpoint it was exported from")
         checkpoint = bundled_twin(base)
     path = Path(checkpoint)
@@ -117,9 +118,10 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
 
 def variant(model: str, precision: str) -> str | None:
     """The int8 / fp16 sibling of a model: bundled ``<name>-<precision>`` or file ``<stem>.<precision>.onnx``."""
-    if model in BUNDLED_MODELS:
+    names = known_models()
+    if model in names:
         name = f"{model}-{precision}"
-        return name if name in BUNDLED_MODELS else None
+        return name if name in names else None
     path = Path(model)
     sibling = path.with_name(f"{path.stem}.{precision}.onnx")
     return str(sibling) if sibling.is_file() else None
@@ -133,8 +135,9 @@ def make_backends(model: str, checkpoint: str | Path | None, *, gpu: bool | None
 
     from fer_runtime.providers import CUDA
 
-    if model not in BUNDLED_MODELS and not Path(model).is_file():
-        raise BenchError(f"{model}: no such model file (bundled: {', '.join(sorted(BUNDLED_MODELS))})")
+    names = known_models()
+    if model not in names and not Path(model).is_file():
+        raise BenchError(f"{model}: no such model file (named models: {', '.join(sorted(names))})")
     twin, ckpt, ckpt_path = load_twin(model, checkpoint)
     pcfg = PreprocessConfig.from_dict(ckpt["preprocess"])
     backends: list[Any] = [TorchBackend("pytorch-fp32", twin, pcfg), OrtBackend("ort-fp32", model)]

@@ -25,8 +25,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help=__d
 DATA_HINT = ("To measure accuracy, pass --data PATH or set FER2013_PATH to Kaggle's fer2013.csv (or .csv.gz) from the "
              "'Challenges in Representation Learning: Facial Expression Recognition' competition")
 
-ModelOpt = Annotated[str, typer.Option("--model", help="Bundled model name or .onnx path (default: the bundled default).")]
-CkptOpt = Annotated[Optional[Path], typer.Option(help="The fer-train checkpoint the model was exported from (default: the bundled twin).")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name (the wheel's, or models/registry.json's in a checkout) or .onnx path (default: the bundled default).")]
+CkptOpt = Annotated[Optional[Path], typer.Option(help="The fer-train checkpoint the model was exported from (default: models/NAME/best.pt of the source checkout).")]
 DataOpt = Annotated[Optional[Path], typer.Option(envvar="FER2013_PATH", help="FER2013 source for the accuracy part.")]
 SplitOpt = Annotated[str, typer.Option(help="Labelled split of --data to score (PublicTest, Training or PrivateTest).")]
 BatchOpt = Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")]
@@ -262,7 +262,7 @@ def detect(
         recall_by_width,
         settings_latency,
     )
-    from fer_runtime import BUNDLED_MODELS, FaceDetector
+    from fer_runtime import FaceDetector, known_models
 
     rounds = min(rounds, 30) if quick else rounds
 
@@ -284,7 +284,7 @@ def detect(
         _say("detector latency")
         result["detector_latency"] = detector_latency(rounds=max(10, rounds // 2))
         _say("per-face latency of every bundled fp32 and int8 model")
-        result["per_face"] = per_face_latency([m for m in BUNDLED_MODELS if not m.endswith("-fp16")], rounds)
+        result["per_face"] = per_face_latency([m for m in known_models() if not m.endswith("-fp16")], rounds)
         result["settings_latency"] = settings_latency(models or ["vgg-taper-int8", "vgg-deep"], rounds, progress=_say)
         return result
 

@@ -87,43 +87,85 @@ def terminal(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    """p50 latency and throughput against batch size, per backend and thread count, both modes."""
+# One (line style, marker) per thread count, in ascending order of threads: told apart without colour.
+THREAD_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+
+
+def figure(result: dict[str, Any]) -> Any:
+    """The plot as a matplotlib figure: p50 latency against batch size (model only, end to end), one
+    colour per backend and one line style and marker per thread count, the legend outside the data,
+    and the accuracy the run measured per backend (or why it was not measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lat = result["latency"]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    for row, mode in enumerate(("model", "end_to_end")):
+    fig = plt.figure(figsize=(15, 5.2))
+    grid = fig.add_gridspec(1, 3, width_ratios=(1, 1, 0.8))
+    latency_axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])]
+    latency_axes[1].sharey(latency_axes[0])
+    acc_ax = fig.add_subplot(grid[0, 2])
+    backends = sorted({c["backend"] for c in lat["cells"]})
+    colors = {b: plt.cm.tab10(i % 10) for i, b in enumerate(backends)}
+    thread_counts = sorted({c["threads"] for c in lat["cells"]})
+    styles = {t: THREAD_STYLES[i % len(THREAD_STYLES)] for i, t in enumerate(thread_counts)}
+    for ax, mode in zip(latency_axes, ("model", "end_to_end")):
         series: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for c in lat["cells"]:
             if c["mode"] == mode:
                 series.setdefault((c["backend"], c["threads"]), []).append(c)
-        names = sorted({b for b, _ in series})
-        colors = {b: plt.cm.tab10(i % 10) for i, b in enumerate(names)}  # one colour per backend
-        most = max(t for _, t in series)
         for (backend, threads), cells in sorted(series.items()):
             cells.sort(key=lambda c: c["batch"])
-            batches = [c["batch"] for c in cells]
-            kw = {"color": colors[backend], "linestyle": "-" if threads == most else "--", "marker": "o",
-                  "label": f"{backend}, {threads} thread{'s' if threads > 1 else ''}"}
-            axes[row][0].plot(batches, [c["p50_ms"] for c in cells], **kw)
-            axes[row][1].plot(batches, [c["images_per_second"] for c in cells], **kw)
-        title = "model only" if mode == "model" else "end to end"
-        for col, ylabel in enumerate(("p50 latency (ms)", "images / s")):
-            ax = axes[row][col]
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("batch size")
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"{ylabel.split(' (')[0]}, {title}")
-            ax.grid(alpha=0.3, which="both")
-        axes[row][1].legend(fontsize=7)
+            linestyle, marker = styles[threads]
+            ax.plot([c["batch"] for c in cells], [c["p50_ms"] for c in cells], color=colors[backend],
+                    linestyle=linestyle, marker=marker, markersize=5,
+                    label=f"{backend}, {threads} thread{'s' if threads > 1 else ''}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("p50 latency per call (ms)")
+        ax.set_title("model only" if mode == "model" else "end to end (preprocessing included)")
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = latency_axes[1].get_legend_handles_labels()
+    # Below the plots, so that no line or point is covered.
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, max(1, len(labels))),
+               fontsize=8, frameon=False)
+    _accuracy_panel(acc_ax, result)
     fig.suptitle(f"fer-bench: {result['model']['model']} on {result['environment']['cpu']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def _accuracy_panel(ax: Any, result: dict[str, Any]) -> None:
+    acc = result.get("accuracy")
+    if acc is None:
+        reason = result.get("accuracy_skipped") or "not part of this run"
+        ax.text(0.5, 0.5, "accuracy not measured:\n" + reason[:120], ha="center", va="center", wrap=True, fontsize=8,
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    names = list(acc["backends"])
+    values = [100 * acc["backends"][n]["accuracy"] for n in names]
+    ys = list(range(len(names)))[::-1]  # the reference (first backend) on top
+    ax.plot(values, ys, "o", color="black")
+    for x, y in zip(values, ys):
+        ax.annotate(f"{x:.2f}%", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    spread = max(max(values) - min(values), 0.5)
+    ax.set_xlim(min(values) - spread, max(values) + spread)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set_yticks(ys, names, fontsize=8)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(f"accuracy on {acc['split']} ({acc['faces']:,} faces)")
+    ax.grid(alpha=0.3, axis="x")
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Write :func:`figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(result)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" keeps the legend below the axes in the file
     plt.close(fig)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fer_runtime.bundled import BUNDLED_DETECTORS, BUNDLED_MODELS, DEFAULT_DETECTOR, DEFAULT_MODEL
+from fer_runtime.bundled import BUNDLED_DETECTORS, BUNDLED_MODELS, DEFAULT_DETECTOR, DEFAULT_MODEL, known_models
 from fer_runtime.detector import Detection, FaceDetector
 from fer_runtime.errors import FerError, InputError, MissingExtraError, ModelError, ModelIntegrityError, ProviderError
 from fer_runtime.labels import LABELS, NUM_CLASSES
@@ -68,6 +68,7 @@ __all__ = [
     "TrackedFace",
     "VideoAnalyzer",
     "VideoError",
+    "known_models",
     "__version__",
     "equalize_hist",
     "faces_to_uint8",

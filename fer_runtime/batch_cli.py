@@ -5,12 +5,12 @@
 """
 
 # No "from __future__ import annotations": typer reads the command's annotations at runtime.
-import importlib.util
 import logging
 import time
 from typing import Annotated, Any, Optional
 
-from fer_runtime.errors import FerError, MissingExtraError
+from fer_runtime.errors import FerError
+from fer_runtime.extras import require
 
 
 def _summary(out_dir: str, seconds: float, info: dict[str, Any]) -> str:
@@ -29,9 +29,7 @@ def _summary(out_dir: str, seconds: float, info: dict[str, Any]) -> str:
 
 
 def _build_app() -> Any:
-    missing = [name for name in ("typer", "ray", "pyarrow") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise MissingExtraError(f"fer-batch needs {', '.join(missing)}: pip install 'fer-edge[scale]'")
+    require("fer-batch", ("typer", "ray", "pyarrow"), "scale")
     import typer
 
     from fer_runtime.cli import _detector_defaults

@@ -10,7 +10,6 @@ Every input file gets at least one row: ``status`` "ok" (one row per face), "no_
 # No "from __future__ import annotations": typer reads the annotations of the command defined
 # inside _build_app, where typer is imported lazily, so they must be evaluated there.
 import csv
-import importlib.util
 import inspect
 import json
 import logging
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Optional, TextIO
 
 from fer_runtime.errors import FerError, MissingExtraError
+from fer_runtime.extras import require, run_reporting_missing_extras
 from fer_runtime.images import IMAGE_SUFFIXES
 from fer_runtime.video import VIDEO_SUFFIXES, is_url, is_video_path
 
@@ -378,9 +378,7 @@ def _bad(message: str) -> None:
 
 
 def _build_app() -> Any:
-    missing = [name for name in ("typer", "PIL", "tqdm") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise MissingExtraError(f"fer-predict needs {', '.join(missing)}: pip install 'fer-edge[cli]'")
+    require("fer-predict", ("typer", "PIL", "tqdm"), "cli")
     import typer
 
     from fer_runtime.images import DEFAULT_MAX_PIXELS
@@ -498,11 +496,7 @@ def run_app(build: Any) -> None:
     """Build a typer app and run it; a missing extra (raised while building or running) is one line
     on stderr and exit code 2. Click, under typer, already turns a closed stdout (`fer-predict
     photos | head`) and Ctrl-C into a quiet exit."""
-    try:
-        build()()
-    except MissingExtraError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_reporting_missing_extras(lambda: build()())
 
 
 def main() -> None:

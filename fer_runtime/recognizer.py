@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_runtime.bundled import BUNDLED_MODELS, DEFAULT_MODEL, read_bundled
+from fer_runtime.bundled import DEFAULT_MODEL, checkout_hint, known_models, read_bundled
 from fer_runtime.detector import FaceDetector
 from fer_runtime.errors import InputError, ModelError
 from fer_runtime.images import DEFAULT_MAX_PIXELS, as_images
@@ -55,8 +55,9 @@ class EmotionRecognizer(PicklesByArguments):
     """Classify facial expressions in face crops (:meth:`predict`) or whole frames (:meth:`detect`).
 
     ``EmotionRecognizer()`` loads the bundled default model (offline, sha256-checked);
-    ``model`` may name another bundled model or be a path to an ``.onnx`` file made by
-    ``fer-export``. Images may be arrays, image file paths or PIL images (see :meth:`predict`).
+    ``model`` may name another bundled model (:data:`BUNDLED_MODELS`; inside a source checkout
+    also the models of ``models/registry.json``, see :func:`known_models`) or be a path to an
+    ``.onnx`` file made by ``fer-export``. Images may be arrays, image file paths or PIL images (see :meth:`predict`).
 
     ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a list such as
     ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (``None``: one per core).
@@ -100,7 +101,7 @@ class EmotionRecognizer(PicklesByArguments):
             source = "injected session"
             self._session = session
         else:
-            data, source = read_model_bytes(model, BUNDLED_MODELS, DEFAULT_MODEL, read_bundled)
+            data, source = read_model_bytes(model, known_models(), DEFAULT_MODEL, read_bundled, checkout_hint)
             self._session = make_session(data, source, config=session_config, **self._session_args)  # type: ignore[arg-type]
         self._input_name, self._output_name = _check_io(self._session, source)
         meta = read_metadata(self._session, source)

@@ -52,15 +52,23 @@ def _rebuild(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def read_model_bytes(
-    model: str | os.PathLike[str] | None, bundled: dict[str, Any], default: str, read_bundled: Callable[[str], bytes]
+    model: str | os.PathLike[str] | None,
+    bundled: dict[str, Any],
+    default: str,
+    read_bundled: Callable[[str], bytes],
+    hint: Callable[[str], str] | None = None,
 ) -> tuple[bytes, str]:
-    """The model's bytes and a name for messages: a bundled name (sha256-checked) or a file path."""
+    """The model's bytes and a name for messages: a bundled name (sha256-checked) or a file path.
+
+    ``hint(name)``: said when ``model`` looks like a name (no folder, no ``.onnx``) but is neither."""
     if model is None or (isinstance(model, str) and model in bundled):
         name = default if model is None else str(model)
         return read_bundled(name), f"bundled:{name}"
     path = Path(model)
     if not path.is_file():
-        raise ModelError(f"{path}: no such model file (bundled: {', '.join(sorted(bundled))})")
+        looks_like_name = isinstance(model, str) and path.name == model and path.suffix != ".onnx"
+        extra = f"; {hint(model)}" if hint is not None and looks_like_name else ""
+        raise ModelError(f"{path}: no such model file (bundled: {', '.join(sorted(bundled))}){extra}")
     try:
         return path.read_bytes(), str(path)
     except OSError as exc:

@@ -206,3 +206,89 @@ def test_a_bundled_candidate_is_the_shipped_bytes(tmp_path):
     c = _bundled_candidate("model:vgg-small", tmp_path, 0)
     assert c["files"]["fp32"].read_bytes() == read_bundled("vgg-small")
     assert c["files"]["int8"].read_bytes() == read_bundled("vgg-small-int8")
+
+
+def _fake_result(with_accuracy: bool) -> dict:
+    cells = [{"mode": mode, "backend": backend, "threads": threads, "batch": batch, "p50_ms": 0.1 * batch * (3 - threads) + k,
+              "images_per_second": 1.0}
+             for mode in ("model", "end_to_end") for k, backend in enumerate(("pytorch-fp32", "ort-fp32", "ort-int8"))
+             for threads in (1, 2) for batch in (1, 8, 256)]
+    result = {"model": {"model": "seed"}, "environment": {"cpu": "test CPU"}, "latency": {"cells": cells}}
+    if with_accuracy:
+        result["accuracy"] = {"split": "PrivateTest", "faces": 3589, "backends": {
+            "pytorch-fp32": {"accuracy": 0.6105}, "ort-fp32": {"accuracy": 0.6105}, "ort-int8": {"accuracy": 0.6097}}}
+    else:
+        result["accuracy_skipped"] = "no FER2013 at nowhere.csv"
+    return result
+
+
+def test_plot_tells_thread_counts_apart_keeps_the_legend_off_the_data_and_shows_accuracy(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from fer_bench.report import figure, plot
+
+    fig = figure(_fake_result(with_accuracy=True))
+    try:
+        latency_axes, acc_ax = fig.axes[:2], fig.axes[2]
+        assert len(fig.axes) == 3
+        for ax in latency_axes:
+            styles = {}
+            for line in ax.get_lines():
+                threads = line.get_label().rsplit(", ", 1)[1]
+                styles.setdefault(threads, set()).add((line.get_linestyle(), line.get_marker()))
+            assert set(styles) == {"1 thread", "2 threads"}
+            assert all(len(s) == 1 for s in styles.values()) and styles["1 thread"] != styles["2 threads"]
+            # same thread count, different backends: different colours
+            colors = {tuple(line.get_color()) for line in ax.get_lines() if line.get_label().endswith("1 thread")}
+            assert len(colors) == 3
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legend = fig.legends[0].get_window_extent(renderer)
+        assert len(fig.legends[0].get_texts()) == 6
+        for ax in fig.axes:
+            assert not legend.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+        texts = [t.get_text() for t in acc_ax.texts]
+        assert texts == ["61.05%", "61.05%", "60.97%"] and "PrivateTest" in acc_ax.get_title()
+        ticks = {t.get_text(): y for t, y in zip(acc_ax.get_yticklabels(), acc_ax.get_yticks())}
+        assert max(ticks, key=ticks.get) == "pytorch-fp32" and set(ticks) == {"pytorch-fp32", "ort-fp32", "ort-int8"}
+    finally:
+        plt.close(fig)
+    fig = figure(_fake_result(with_accuracy=False))
+    try:
+        assert "no FER2013 at nowhere.csv" in fig.axes[2].texts[0].get_text()
+    finally:
+        plt.close(fig)
+    plot(_fake_result(with_accuracy=True), tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_scores_the_split_asked_for_privatetest_included(tmp_path):
+    import os
+
+    from fer_runtime import EmotionRecognizer
+
+    # Kaggle's fer2013.csv layout; the real PrivateTest rows are held out of this workplace on purpose.
+    rng = np.random.default_rng(0)
+    counts = {"Training": 4, "PublicTest": 5, "PrivateTest": 7}
+    rows, private = ["emotion,pixels,Usage"], []
+    for usage, n in counts.items():
+        for _ in range(n):
+            face, label = rng.integers(0, 256, 48 * 48, dtype=np.uint8), int(rng.integers(0, 7))
+            rows.append(f"{label},{' '.join(map(str, face))},{usage}")
+            if usage == "PrivateTest":
+                private.append((face.reshape(48, 48), label))
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    env = {**os.environ, "FER_CACHE_DIR": str(tmp_path / "cache")}
+    done = _bench("accuracy", "--model", "seed", "--data", str(csv), "--split", "PrivateTest", "--no-progress",
+                  "-o", str(tmp_path / "out"), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    acc = json.loads((tmp_path / "out" / "fer_bench.json").read_text())["accuracy"]
+    assert acc["split"] == "PrivateTest" and acc["faces"] == counts["PrivateTest"]
+    faces, labels = np.stack([f for f, _ in private]), np.array([l for _, l in private])
+    expected = float((EmotionRecognizer("seed").predict_proba(faces).argmax(1) == labels).mean())
+    assert acc["backends"]["ort-fp32"]["accuracy"] == pytest.approx(expected)
+    assert "## Accuracy on PrivateTest (7 faces" in (tmp_path / "out" / "fer_bench.md").read_text()
+    done = _bench("accuracy", "--model", "seed", "--data", str(csv), "--split", "Private", "--no-progress",
+                  "-o", str(tmp_path / "out2"), env=env)
+    assert done.returncode == 1 and "PrivateTest" in done.stderr and "Traceback" not in done.stderr

@@ -77,3 +77,29 @@ def test_eval_reports_and_writes_json_and_png(fer_path, tmp_path):
     mean = np.mean([checkpoint_logits(load_checkpoint(p), val.images)[0] for p in pair], axis=0)
     assert ensemble["single"]["accuracy"] == pytest.approx(float((mean.argmax(1) == val.labels).mean()))
     assert ensemble["single"]["accuracy"] != pytest.approx(report["single"]["accuracy"])
+
+
+@pytest.mark.parametrize("script", ["fer-train", "fer-eval", "fer-export", "fer-bench"])
+def test_a_missing_extra_is_one_line_and_exit_code_2(script, monkeypatch, capsys):
+    import importlib.util
+
+    from fer_runtime import extras
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(sys, "argv", [script, "--help"])  # were the check skipped: help and exit code 0
+    launch = getattr(extras, script.replace("-", "_"))
+    with pytest.raises(SystemExit) as info:
+        launch()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {script} needs torch: pip install 'fer-edge[train]'\n"
+
+
+def test_the_launchers_run_the_tools(monkeypatch, capsys):
+    from fer_runtime import extras
+
+    monkeypatch.setattr(sys, "argv", ["fer-eval", "--help"])
+    with pytest.raises(SystemExit) as info:
+        extras.fer_eval()
+    assert info.value.code == 0 and "--flip-tta" in capsys.readouterr().out

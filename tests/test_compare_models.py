@@ -64,7 +64,7 @@ def test_a_model_that_trained_on_the_validation_faces_is_compared_on_publictest_
 
     import onnx
 
-    model = onnx.load(str(REPO / "fer_runtime" / "models" / "vgg-small.onnx"))
+    model = onnx.load(str(REPO / "models" / "vgg-small" / "model.onnx"))
     (entry,) = [p for p in model.metadata_props if p.key == "fer_edge"]
     meta = json.loads(entry.value)
     meta["metrics"] = {"trained_on_val": True, "test_accuracy": meta["metrics"]["test_accuracy"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -59,7 +60,7 @@ def test_default_is_the_bundled_flagship_and_verified(rec):
         metrics = EmotionRecognizer(name).info.metadata.metrics
         return metrics["recipe_val_accuracy"] if metrics.get("trained_on_val") else metrics["val_accuracy"]
 
-    best = max((selection_figure(n), n) for n in BUNDLED_MODELS if not n.endswith(("-int8", "-fp16")))
+    best = max((selection_figure(n), n) for n in fer_runtime.known_models() if not n.endswith(("-int8", "-fp16")))
     assert best[1] == "vgg-deep" and selection_figure("vgg-deep") == best[0]
     assert rec.info.temperature == pytest.approx(meta.temperature) and rec.info.temperature != 1.0
 
@@ -73,8 +74,54 @@ def test_bundled_sha256_mismatch_is_refused(monkeypatch):
         bundled_mod.read_bundled("nope")
 
 
+def test_the_wheel_carries_the_default_and_the_fast_variant_only():
+    package = REPO / "fer_runtime" / "models"
+    assert set(BUNDLED_MODELS) == {"vgg-deep", "vgg-deep-int8", "vgg-taper-int8"}
+    # every ONNX file in the package is pinned, and every pin has its file
+    assert {m.filename for m in BUNDLED_MODELS.values()} | {"yunet_s_dynamic.onnx"} == {p.name for p in package.glob("*.onnx")}
+    checkout = bundled_mod.checkout_models()  # the tests run in a source checkout
+    assert set(checkout) & set(BUNDLED_MODELS) == set()
+    assert {"vgg", "vgg-int8", "vgg-fp16", "vgg-taper", "seed", "vgg-deep-fp16"} <= set(checkout)
+    for m in checkout.values():
+        assert m.root == REPO / "models" and (m.root / m.filename).is_file(), m
+    assert sorted(p.relative_to(REPO / "models").as_posix() for p in (REPO / "models").rglob("*.onnx")) == sorted(
+        m.filename for m in checkout.values())
+
+
+def test_checkout_models_load_by_name_and_by_path(monkeypatch, tmp_path):
+    by_name = EmotionRecognizer("vgg-small")
+    assert by_name.info.source == "bundled:vgg-small" and by_name.info.metadata.arch == "vgg-small"
+    by_path = EmotionRecognizer(REPO / "models" / "vgg-small" / "model.int8.onnx")
+    assert by_path.info.metadata.precision == "int8"
+    # outside a checkout the name is unknown, and the message says where the file is in one
+    monkeypatch.setattr(bundled_mod, "checkout_roots", lambda: [tmp_path])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match=r"models/vgg/model\.int8\.onnx") as info:
+        EmotionRecognizer("vgg-int8")
+    assert str(tmp_path) in str(info.value)
+    with pytest.raises(ModelError, match=r"no bundled model 'vgg'.*models/vgg/model\.onnx"):
+        bundled_mod.read_bundled("vgg")
+    with pytest.raises(ModelError) as info:  # a path is not taken for a name
+        EmotionRecognizer("nope/model.onnx")
+    assert "source checkout" not in str(info.value)
+    EmotionRecognizer("vgg-taper-int8")  # the wheel's models need no checkout
+
+
+def test_a_checkout_model_differing_from_its_pin_is_refused(monkeypatch, tmp_path):
+    fake = tmp_path / "models"
+    (fake / "vgg").mkdir(parents=True)
+    (fake / "vgg" / "model.onnx").write_bytes((REPO / "models" / "vgg" / "model.onnx").read_bytes()[:-1])
+    registry = json.loads((REPO / "models" / "registry.json").read_text())
+    (fake / "registry.json").write_text(json.dumps(registry))
+    monkeypatch.setattr(bundled_mod, "checkout_roots", lambda: [tmp_path])
+    with pytest.raises(ModelIntegrityError, match=r"model 'vgg' \(.*model\.onnx\) is corrupted.*registry\.json pins"):
+        EmotionRecognizer("vgg")
+    with pytest.raises(ModelError, match="is missing"):
+        EmotionRecognizer("vgg-int8")
+
+
 @pytest.mark.data
-@pytest.mark.parametrize("name", sorted(n for n in BUNDLED_MODELS if not n.endswith(("-int8", "-fp16"))))
+@pytest.mark.parametrize("name", sorted(n for n in fer_runtime.known_models() if not n.endswith(("-int8", "-fp16"))))
 def test_bundled_models_equal_their_shipped_checkpoints(name, faces):
     import torch
 
@@ -325,15 +372,22 @@ def test_runtime_never_imports_torch():
 @pytest.mark.slow
 @pytest.mark.data
 def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # A copy without build outputs: setuptools reuses a stale build/ folder, which would smuggle old files in.
+    top_level = {".git", ".venv", "build", "models", "experiments", ".hypothesis"}
+    shutil.copytree(REPO, source, ignore=lambda folder, names: [n for n in names if n.endswith(".egg-info") or n == "__pycache__"
+                                                                or (folder == str(REPO) and n in top_level)])
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=600)
     wheel = next(wheels.glob("fer_edge-*.whl"))
-    with zipfile.ZipFile(wheel) as z:  # every bundled model and every PyTorch twin travels in the wheel
+    assert wheel.stat().st_size <= 15_000_000, wheel.stat().st_size
+    with zipfile.ZipFile(wheel) as z:  # the wheel's models, the detector, their pins and licenses; no torch files
         names = set(z.namelist())
     assert {f"fer_runtime/models/{m.filename}" for m in BUNDLED_MODELS.values()} <= names
-    assert {f"fer_runtime/models/{n}" for n in ("yunet_s_dynamic.onnx", "yunet.LICENSE", "THIRD_PARTY_NOTICES.md")} <= names
-    assert {f"fer_bench/twins/{p.name}" for p in (REPO / "benchmarks" / "twins").glob("*.pt")} <= names
+    assert {f"fer_runtime/models/{n}" for n in ("yunet_s_dynamic.onnx", "yunet.LICENSE", "THIRD_PARTY_NOTICES.md",
+                                                 "registry.json")} <= names
+    assert not [n for n in names if n.endswith((".pt", ".pth", ".ckpt"))]
+    assert len([n for n in names if n.endswith(".onnx")]) == len(BUNDLED_MODELS) + 1
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
@@ -359,8 +413,13 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
         "    assert 'fer-edge[video]' in str(exc)\n"
         "from fer_runtime.bundled import BUNDLED_MODELS, read_bundled\n"
         "assert all(read_bundled(n) for n in BUNDLED_MODELS)  # present and sha256-checked\n"
+        "from fer_runtime import ModelError\n"
+        "try:\n"
+        "    EmotionRecognizer('vgg'); print('unexpected vgg')\n"
+        "except ModelError as exc:  # not in the wheel: the message says where it is in a checkout\n"
+        "    assert 'models/vgg/model.onnx' in str(exc), exc\n"
         "import re\n"
-            "deps = sorted(re.split('[<>=!~;, ]', r)[0] for r in md.requires('fer-edge') if 'extra' not in r)\n"
+        "deps = sorted(re.split('[<>=!~;, ]', r)[0] for r in md.requires('fer-edge') if 'extra' not in r)\n"
         "for mod in ('torch', 'cv2', 'PIL', 'typer', 'pandas'):\n"
         "    try:\n"
         "        __import__(mod); print('unexpected', mod)\n"
@@ -371,9 +430,12 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
     done = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "unexpected" not in done.stdout
-    for script, extra in (("fer-predict", "fer-edge[cli]"), ("fer-batch", "fer-edge[scale]")):
+    for script, extra in (("fer-predict", "cli"), ("fer-batch", "scale"), ("fer-train", "train"),
+                          ("fer-eval", "train"), ("fer-export", "train"), ("fer-bench", "train")):
         bare = subprocess.run([str(py.parent / script), "--help"], capture_output=True, text=True, timeout=60)
-        assert bare.returncode == 2 and extra in bare.stderr and "Traceback" not in bare.stderr, (script, bare.stderr)
+        message = bare.stderr.strip()
+        assert bare.returncode == 2 and "\n" not in message and "Traceback" not in message, (script, bare.stderr)
+        assert message.startswith("error: ") and f"pip install 'fer-edge[{extra}]'" in message, (script, message)
     label, deps = done.stdout.split(" ", 1)
     assert label in fer_runtime.LABELS and deps.strip() == "['numpy', 'onnxruntime']"
     expected = EmotionRecognizer().predict_one(faces[0]).label
