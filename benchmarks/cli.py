@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 import typer
@@ -43,9 +44,33 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _run(model: str, checkpoint: Path | None, data: Path | None, split: str, batch_sizes: str, threads: str,
-         quick: bool, out_dir: Path, progress: bool, do_accuracy: bool, do_latency: bool, require_data: bool) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+@dataclass(frozen=True)
+class BenchRun:
+    """What one accuracy and/or latency run measures; the commands below differ only in these."""
+
+    model: str = ""
+    checkpoint: Path | None = None
+    data: Path | None = None
+    split: str = "PublicTest"
+    batch_sizes: str = ""
+    threads: str = "1,2"
+    quick: bool = False
+    out_dir: Path = Path("bench-results")
+    progress: bool = True
+    accuracy: bool = True
+    latency: bool = True
+    require_data: bool = False  # fail without FER2013 (fer-bench accuracy) instead of skipping with a note
+
+
+_VERBOSE = False  # set by the global -v (fer-bench -v COMMAND ...)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.DEBUG if _VERBOSE else logging.WARNING, format="%(message)s")
+
+
+def _run(run: BenchRun) -> None:
+    _setup_logging()
     from fer_bench.backends import BenchError, make_backends
     from fer_bench.env import describe, environment
     from fer_bench.report import terminal, write_all
@@ -55,33 +80,33 @@ def _run(model: str, checkpoint: Path | None, data: Path | None, split: str, bat
     from fer_train.data import DataError, load_fer2013
 
     try:
-        sizes = parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else ([1, 8, 32] if quick else [1, 8, 32, 128, 256])
-        thread_counts = parse_int_list(threads, "--threads")
+        sizes = parse_int_list(run.batch_sizes, "--batch-sizes") if run.batch_sizes else ([1, 8, 32] if run.quick else [1, 8, 32, 128, 256])
+        thread_counts = parse_int_list(run.threads, "--threads")
     except ValueError as exc:
         _fail(str(exc), 2)
-    model = model or DEFAULT_MODEL
+    model = run.model or DEFAULT_MODEL
     env = environment()
     result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env}
     from tqdm import tqdm
 
-    bar = tqdm(total=None, bar_format="{desc}", disable=not progress, leave=False)
+    bar = tqdm(total=None, bar_format="{desc}", disable=not run.progress, leave=False)
     step = bar.set_description_str
     try:
-        backends, info = make_backends(model, checkpoint)
+        backends, info = make_backends(model, run.checkpoint)
         result["model"] = info
         pcfg = PreprocessConfig.from_dict(info["preprocess"])
-        if do_accuracy:
+        if run.accuracy:
             try:
-                part = load_fer2013(data).split(split)
+                part = load_fer2013(run.data).split(run.split)
             except (DataError, ValueError) as exc:
                 message = f"{exc}. {DATA_HINT}" if isinstance(exc, DataError) else str(exc)
-                if require_data:
+                if run.require_data:
                     _fail(message)
                 result["accuracy_skipped"] = message
             else:
-                result["accuracy"] = {"split": split, **run_accuracy(backends, part.images, part.labels, pcfg, step)}
-        if do_latency:
-            budget, min_runs = (0.12, 5) if quick else (0.6, 10)
+                result["accuracy"] = {"split": run.split, **run_accuracy(backends, part.images, part.labels, pcfg, step)}
+        if run.latency:
+            budget, min_runs = (0.12, 5) if run.quick else (0.6, 10)
             result["latency"] = run_latency(backends, backends[0].model, pcfg, sizes, thread_counts,
                                             budget_s=budget, min_runs=min_runs, progress=step)
     except (BenchError, FerError) as exc:
@@ -90,8 +115,11 @@ def _run(model: str, checkpoint: Path | None, data: Path | None, split: str, bat
     bar.close()
     typer.echo(describe(env))
     typer.echo(terminal(result))
-    paths = write_all(result, out_dir)
+    paths = write_all(result, run.out_dir)
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs from every part (give it before the command: fer-bench -v detect).")]
 
 
 @app.callback(invoke_without_command=True)
@@ -106,13 +134,16 @@ def main(
     quick: QuickOpt = False,
     out_dir: OutOpt = Path("bench-results"),
     progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Accuracy and latency of a model's PyTorch twin and its ONNX Runtime variants (no subcommand: both).
+    """Accuracy and latency of a model's PyTorch twin and its ONNX Runtime variants (no subcommand, or `all`: both).
 
     The accuracy part needs FER2013 (--data or FER2013_PATH) and is skipped, with a note, without it.
     """
+    global _VERBOSE
+    _VERBOSE = verbose
     if ctx.invoked_subcommand is None:
-        _run(model, checkpoint, data, split, batch_sizes, threads, quick, out_dir, progress, True, True, False)
+        _run(BenchRun(model, checkpoint, data, split, batch_sizes, threads, quick, out_dir, progress))
 
 
 @app.command("all")
@@ -120,21 +151,23 @@ def all_(model: ModelOpt = "", checkpoint: CkptOpt = None, data: DataOpt = None,
          batch_sizes: BatchOpt = "", threads: ThreadOpt = "1,2", quick: QuickOpt = False,
          out_dir: OutOpt = Path("bench-results"), progress: ProgressOpt = True) -> None:
     """Accuracy (when FER2013 is reachable) and latency: the same as fer-bench with no subcommand."""
-    _run(model, checkpoint, data, split, batch_sizes, threads, quick, out_dir, progress, True, True, False)
+    _run(BenchRun(model, checkpoint, data, split, batch_sizes, threads, quick, out_dir, progress))
 
 
 @app.command()
 def accuracy(model: ModelOpt = "", checkpoint: CkptOpt = None, data: DataOpt = None, split: SplitOpt = "PublicTest",
              out_dir: OutOpt = Path("bench-results"), progress: ProgressOpt = True) -> None:
     """Accuracy, macro-F1, per-class recall, argmax agreement and max |logit diff| of every backend on a labelled split."""
-    _run(model, checkpoint, data, split, "", "1", False, out_dir, progress, True, False, True)
+    _run(BenchRun(model, checkpoint, data, split, threads="1", out_dir=out_dir, progress=progress, latency=False,
+                  require_data=True))
 
 
 @app.command()
 def latency(model: ModelOpt = "", checkpoint: CkptOpt = None, batch_sizes: BatchOpt = "", threads: ThreadOpt = "1,2",
             quick: QuickOpt = False, out_dir: OutOpt = Path("bench-results"), progress: ProgressOpt = True) -> None:
     """p50/p90/p99 latency and images/s per backend, batch size and thread count; model-only and end to end."""
-    _run(model, checkpoint, None, "PublicTest", batch_sizes, threads, quick, out_dir, progress, False, True, False)
+    _run(BenchRun(model, checkpoint, batch_sizes=batch_sizes, threads=threads, quick=quick, out_dir=out_dir,
+                  progress=progress, accuracy=False))
 
 
 @app.command("arch")
@@ -159,9 +192,9 @@ def arch(
     from fer_bench.stats import parse_int_list
     from fer_export import ExportError
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    _setup_logging()
     try:
-        thread_counts = parse_int_list(threads, "--threads")
+        thread_counts = parse_int_list(run.threads, "--threads")
         result = run_candidates(candidates, thread_counts, rounds, progress=lambda m: typer.echo(m, err=True))
     except ValueError as exc:  # a bad spec or option: usage
         _fail(str(exc), 2)
@@ -194,7 +227,7 @@ def _report(stem: str, out_dir: Path, measure: Any, markdown: Any) -> None:
     """Describe the machine, run ``measure()`` (a dict of figures), print and write its tables."""
     from fer_bench.env import describe, environment
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    _setup_logging()
     env = environment()
     result: dict[str, Any] = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env, **measure()}
     typer.echo(describe(env))
@@ -222,7 +255,7 @@ def crops(
     from fer_runtime import EmotionRecognizer, FaceDetector, FerError
     from fer_train.data import DataError, load_fer2013, make_splits
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    _setup_logging()
     if split not in ("val", "PublicTest"):
         _fail(f"--split must be 'val' or 'PublicTest', got {split!r}", 2)
     if grid not in ("full", "report"):

@@ -443,13 +443,15 @@ def _build_app() -> Any:
         )] = False,
         detect: Annotated[bool, typer.Option(
             "--detect", hidden=True, help="Accepted for old scripts: detection is the default now.")] = False,
+        verbose: Annotated[bool, typer.Option(
+            "--verbose", "-v", help="Debug logs on stderr (sessions, providers, threads).")] = False,
     ) -> None:
         """Find the faces in each image and classify their expression (or, with --crops, classify each image).
 
         One row per face, or a row with status "no_face" or "error" (and the reason), written as each image is done.
         The exit code is 1 if any file failed.
         """
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
         if json_out and csv_out:
             raise typer.BadParameter("choose one of --json and --csv")
         if detect and crops:

@@ -93,9 +93,10 @@ def test_without_data_latency_still_runs_and_says_how_to_get_data(tmp_path):
     import os
 
     env = {**os.environ, "FER2013_PATH": str(tmp_path / "nowhere.csv")}
-    done = _bench("--quick", "--model", "seed", "--batch-sizes", "2", "--threads", "1", "--no-progress", "-o", str(tmp_path),
-                  env=env)
+    done = _bench("-v", "--quick", "--model", "seed", "--batch-sizes", "2", "--threads", "1", "--no-progress", "-o",
+                  str(tmp_path), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "session on ['CPUExecutionProvider']" in done.stderr  # -v: the debug logs
     assert "accuracy: not run" in done.stdout and "FER2013_PATH" in done.stdout
     result = json.loads((tmp_path / "fer_bench.json").read_text())
     assert "accuracy" not in result and result["latency"]["cells"]

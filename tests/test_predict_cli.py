@@ -100,8 +100,9 @@ def test_table_lists_faces_and_no_face(photo_dir):
 
 
 def test_crops_classifies_each_image_whole(photo_dir):
-    done = _predict(str(photo_dir / "astronaut.jpg"), str(photo_dir / "chelsea.jpg"), "--crops", "--json")
+    done = _predict(str(photo_dir / "astronaut.jpg"), str(photo_dir / "chelsea.jpg"), "--crops", "--json", "-v")
     assert done.returncode == 0, done.stderr
+    assert "session on ['CPUExecutionProvider']" in done.stderr  # -v: debug logs on stderr, rows untouched
     rows = _jsonl(done.stdout)
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["box"] is None and r["face"] is None for r in rows)
     assert rows[0]["label"] == EmotionRecognizer().predict_one(PHOTOS / "astronaut.jpg").label
