@@ -12,6 +12,7 @@ import numpy as np
 from fer_bench.flops import count_flops, measure_peak_gflops
 from fer_bench.stats import interleaved, paired_ratio, percentiles
 from fer_runtime import preprocess
+from fer_runtime.session import in_chunks
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def run_accuracy(backends: Sequence[Any], images: np.ndarray, labels: np.ndarray
     for backend in backends:
         progress(f"accuracy: {backend.name}")
         backend.set_threads(None)
-        logits = np.concatenate([backend.logits(x[i : i + 256]) for i in range(0, len(x), 256)])
+        logits = in_chunks(backend.logits, x, 256)
         if reference is None:  # the first backend is PyTorch fp32 on the CPU: the reference
             reference = logits
         report = classification_report(labels, logits.argmax(1))

@@ -214,8 +214,9 @@ def _session(path: Path) -> Any:
 
 
 def _run(session: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    from fer_runtime.session import in_chunks
+
+    return in_chunks(lambda part: session.run([OUTPUT_NAME], {INPUT_NAME: part})[0], x, batch_size)
 
 
 def _torch_logits(model: Any, x: np.ndarray) -> np.ndarray:

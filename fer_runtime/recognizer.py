@@ -19,7 +19,14 @@ from fer_runtime.metadata import METADATA_KEY, ModelMetadata
 from fer_runtime.pipeline import CropConfig, Face, FacePipeline
 from fer_runtime.preprocessing import ColorOrder, PreprocessConfig, preprocess
 from fer_runtime.results import Prediction
-from fer_runtime.session import SPINNING_DEFAULT, PicklesByArguments, make_session, read_model_bytes, remember_arguments
+from fer_runtime.session import (
+    SPINNING_DEFAULT,
+    PicklesByArguments,
+    in_chunks,
+    make_session,
+    read_model_bytes,
+    remember_arguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +135,8 @@ class EmotionRecognizer(PicklesByArguments):
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw logits for an already preprocessed float32 (N, 1, S, S) batch."""
-        if len(batch) <= self.batch_size:
-            return self._session.run([self._output_name], {self._input_name: batch})[0]
-        outs = [
-            self._session.run([self._output_name], {self._input_name: batch[i : i + self.batch_size]})[0]
-            for i in range(0, len(batch), self.batch_size)
-        ]
-        return np.concatenate(outs)
+        return in_chunks(lambda part: self._session.run([self._output_name], {self._input_name: part})[0], batch,
+                         self.batch_size)
 
     def predict_proba(self, images: Any, color_order: ColorOrder | None = None) -> np.ndarray:
         """Class probabilities (N, 7), temperature-calibrated when the model carries a temperature."""

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fer_runtime.errors import ModelError
 from fer_runtime.providers import resolve_providers, verify_applied
 
@@ -49,6 +51,14 @@ def remember_arguments(init: Callable[..., None]) -> Callable[..., None]:
 
 def _rebuild(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return cls(*args, **kwargs)
+
+
+def in_chunks(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, size: int) -> np.ndarray:
+    """``run`` over ``batch`` in slices of at most ``size`` rows, concatenated (one call when it fits):
+    the one chunking of model inference, for sessions and benchmark backends alike."""
+    if len(batch) <= size:
+        return run(batch)
+    return np.concatenate([run(batch[i : i + size]) for i in range(0, len(batch), size)])
 
 
 def read_model_bytes(
