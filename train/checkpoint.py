@@ -191,6 +191,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def as_checkpoint(ckpt: dict[str, Any] | Checkpoint) -> Checkpoint:
+    """The typed form of a checkpoint given either way (a dict as :func:`load_checkpoint` returns it)."""
+    return ckpt if isinstance(ckpt, Checkpoint) else Checkpoint.from_payload(ckpt)
+
+
 def model_from_checkpoint(ckpt: dict[str, Any] | Checkpoint) -> torch.nn.Module:
     """Rebuild the model a checkpoint (dict or :class:`Checkpoint`) describes, weights loaded, in eval mode."""
-    return (ckpt if isinstance(ckpt, Checkpoint) else Checkpoint.from_payload(ckpt)).model()
+    return as_checkpoint(ckpt).model()

@@ -130,27 +130,20 @@ def fer_eval(
     """Accuracy, macro-F1, per-class precision/recall and confusion matrix of CHECKPOINT on a labelled split."""
     _setup_logging(verbose)
     from fer_runtime import LABELS
-    from fer_train.checkpoint import CheckpointError, load_checkpoint
+    from fer_train import compat
+    from fer_train.checkpoint import Checkpoint, CheckpointError
     from fer_train.data import DataError, load_fer2013, make_splits
-    from fer_train.engine import trained_on_val
     from fer_train.evaluate import ensemble_logits, evaluate_logits
     from fer_train.metrics import ClassReport
 
     try:
-        ckpts = [load_checkpoint(c) for c in checkpoint]
+        ckpts = [Checkpoint.load(c) for c in checkpoint]
         fer = load_fer2013(data)
         if split.value == "val":
-            if any(trained_on_val(c) for c in ckpts):
-                raise ValueError("a checkpoint trained on the validation faces (--train-on-val): "
-                                 "its validation figures are not held-out ones; evaluate it on PublicTest")
-            configs = [c.get("train_config", {}) for c in ckpts]
-            splits = {(cfg.get("val_fraction", 0.1), cfg.get("split_seed", 0)) for cfg in configs}
-            if len(splits) > 1:
-                raise ValueError(f"the checkpoints were validated on different splits (val_fraction, split_seed): {sorted(splits)}")
-            part = make_splits(fer, *splits.pop()).val
+            part = make_splits(fer, *compat.validation_split_of(ckpts, checkpoint)).val
         else:
             part = fer.split(split.value)
-        if split.value == "Training" and any(c.get("data", {}).get("sha256") == fer.sha256 for c in ckpts):
+        if split.value == "Training" and compat.trained_on(ckpts, fer.sha256):
             typer.secho("note: the checkpoint was trained on this split; this is not a test figure", err=True)
         logits, mirrored = ensemble_logits(ckpts, part.images, flip_tta)
         report = evaluate_logits(logits, part.labels, mirrored)
@@ -159,7 +152,7 @@ def fer_eval(
         return
     name = " + ".join(map(str, checkpoint))
     typer.echo(f"{name} on {split.value} ({report['n']} faces), single crop:")
-    typer.echo(ClassReport(**report["single"]).table(tuple(ckpts[0]["labels"]) or LABELS))
+    typer.echo(ClassReport(**report["single"]).table(tuple(ckpts[0].labels) or LABELS))
     if report["flip_tta"]:
         t = report["flip_tta"]
         typer.echo(f"with horizontal-flip TTA: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}")
