@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fer_train import choices
+
 DATA_HELP = "FER2013 source: fer2013.csv(.gz), Kaggle's train.csv or an image-folder tree. Default: $FER2013_PATH."
 
 
@@ -21,12 +23,28 @@ def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-Optim = _choices("Optim", ("adam", "adamw", "sgd"))
-Sched = _choices("Sched", ("cosine", "none"))
-Device = _choices("Device", ("auto", "cpu", "cuda"))
-Precision = _choices("Precision", ("auto", "fp32", "bf16", "fp16"))
-ClassWeights = _choices("ClassWeights", ("none", "balanced", "sqrt"))
-Split = _choices("Split", ("PublicTest", "val", "Training", "PrivateTest"))
+# The lists live in fer_train.choices (torch-free, so --help stays instant); TrainConfig checks the same ones.
+Optim = _choices("Optim", choices.OPTIMIZERS)
+Sched = _choices("Sched", choices.SCHEDULERS)
+Device = _choices("Device", choices.DEVICES)
+Precision = _choices("Precision", choices.PRECISIONS)
+ClassWeights = _choices("ClassWeights", choices.CLASS_WEIGHTS)
+Split = _choices("Split", choices.EVAL_SPLITS)
+
+# TrainConfig fields fer-train does not expose, and why; every other field is an option of the same
+# name and default (tests/test_cli.py checks both), except ``augment`` (--erase, --no-augment).
+INTERNAL_FIELDS = {
+    "momentum": "SGD's momentum stays the recipe's 0.9",
+    "val_fraction": "fixed, so every run validates on the same faces",
+    "split_seed": "fixed, so every run validates on the same faces",
+    "preprocess": "the runtime's preprocessing; a model trained otherwise would need its own runtime config",
+}
+
+
+def _architecture_names(incomplete: str) -> list[str]:
+    from fer_train.models import ARCHITECTURES  # imports torch: only when completing, never for --help
+
+    return [name for name in sorted(ARCHITECTURES) if name.startswith(incomplete)]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -43,7 +61,7 @@ train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @train_app.command()
 def fer_train(
-    arch: Annotated[str, typer.Option(help="Architecture name from fer_train.models.ARCHITECTURES (e.g. seed); an unknown name lists the valid ones.")] = "seed",
+    arch: Annotated[str, typer.Option(autocompletion=_architecture_names, help="Architecture name from fer_train.models.ARCHITECTURES (e.g. seed); an unknown name lists the valid ones.")] = "seed",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (the write-up used 50).")] = 50,
     batch_size: Annotated[int, typer.Option(min=2, help="Global batch size (split over DDP workers).")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,

@@ -41,19 +41,14 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from fer_runtime import LABELS, PreprocessConfig, preprocess
-from fer_train.augment import AugmentConfig, augment
 from fer_train import compat
+from fer_train.augment import AugmentConfig, augment
 from fer_train.checkpoint import Checkpoint, ResumeState, save_checkpoint
+from fer_train.choices import CLASS_WEIGHTS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULERS
 from fer_train.data import Splits, load_fer2013, make_splits, stratified_subset
 from fer_train.models import arch_args, build_model, count_parameters, describe, predict_logits
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "none")
-CLASS_WEIGHTS = ("none", "balanced", "sqrt")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -102,10 +97,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from fer_train.models import ARCHITECTURES
+        from fer_train.models import check_architecture
 
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+        check_architecture(self.arch)
         for name, value, valid in (
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("scheduler", self.scheduler, SCHEDULERS),
