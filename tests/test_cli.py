@@ -103,3 +103,48 @@ def test_the_launchers_run_the_tools(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         extras.fer_eval()
     assert info.value.code == 0 and "--flip-tta" in capsys.readouterr().out
+
+
+def test_every_fer_train_default_is_the_train_config_default():
+    import dataclasses
+    import inspect
+    from enum import Enum
+    from pathlib import Path
+
+    from fer_train.augment import AugmentConfig
+    from fer_train.cli import INTERNAL_FIELDS, fer_train
+    from fer_train.engine import TrainConfig
+
+    cli_only = {"resume", "verbose", "no_augment"}  # how to run, not what to train
+    via_augment = {"erase": AugmentConfig().erase}  # options that fill TrainConfig.augment
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    defaults = TrainConfig().to_dict()
+    options = inspect.signature(fer_train).parameters
+    for name, param in options.items():
+        default = param.default.value if isinstance(param.default, Enum) else param.default
+        default = str(default) if isinstance(default, Path) else default
+        if name in cli_only:
+            continue
+        expected = via_augment[name] if name in via_augment else defaults[name]
+        assert default == expected, f"--{name.replace('_', '-')} defaults to {default!r}, TrainConfig to {expected!r}"
+    reachable = set(options) | {"augment"}
+    assert set(fields) - reachable == set(INTERNAL_FIELDS), "a TrainConfig field is neither an option nor internal"
+
+
+def test_choices_are_typed_once():
+    from fer_train import choices, cli, engine
+
+    for enum, values in ((cli.Optim, choices.OPTIMIZERS), (cli.Sched, choices.SCHEDULERS),
+                         (cli.Device, choices.DEVICES), (cli.Precision, choices.PRECISIONS),
+                         (cli.ClassWeights, choices.CLASS_WEIGHTS)):
+        assert tuple(e.value for e in enum) == values
+    assert engine.OPTIMIZERS is choices.OPTIMIZERS and engine.PRECISIONS is choices.PRECISIONS
+
+
+def test_arch_names_come_from_the_registry(tmp_path):
+    from fer_train.cli import _architecture_names
+    from fer_train.models import ARCHITECTURES
+
+    assert _architecture_names("") == sorted(ARCHITECTURES) and _architecture_names("vgg-s") == ["vgg-small"]
+    result = runner.invoke(train_app, ["--arch", "nope", "-o", str(tmp_path)])
+    assert result.exit_code == 1 and f"valid: {', '.join(sorted(ARCHITECTURES))}" in result.output

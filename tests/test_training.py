@@ -225,12 +225,11 @@ def test_swa_fine_tuning_from_a_checkpoint_averages_each_epoch_and_resumes_exact
     assert engine._evaluate(average, x_val, y_val, rt)[1] == pytest.approx(history[-1]["val_acc"], abs=2 / len(y_val))
     # --init-from loads the checkpoint's weights, and refuses one trained on another validation split.
     fresh = build_model(cfg.arch, **last["arch_args"])
-    engine._init_weights(cfg, fresh, last["arch_args"], cfg.preprocess, best["data"])
+    engine.init_weights(cfg, fresh, last["arch_args"], best["data"])
     for key, value in load_checkpoint(init)["state_dict"].items():
         assert torch.equal(fresh.state_dict()[key], value), key
     with pytest.raises(ValueError, match="another validation split"):
-        engine._init_weights(TrainConfig(init_from=str(init), split_seed=1), fresh, last["arch_args"],
-                             cfg.preprocess, best["data"])
+        engine.init_weights(TrainConfig(init_from=str(init), split_seed=1), fresh, last["arch_args"], best["data"])
 
     monkeypatch.setattr(engine, "swa_update", real)
     resumed = TrainConfig(**{**cfg.to_dict(), "augment": cfg.augment, "preprocess": cfg.preprocess,
@@ -298,12 +297,12 @@ def test_train_on_val_selects_nothing_and_keeps_its_checkpoints_out_of_held_out_
     with pytest.raises(ValueError, match="for train_on_val runs"):
         TrainConfig(temperature_of=str(init))
     twin = TrainConfig(train_on_val=True, temperature_of=str(init))
-    source = engine._temperature_source(twin, best["init_from"], best["arch_args"], best["data"])
+    source = engine.inherited_temperature(twin, best["init_from"], best["arch_args"], best["data"])
     assert source["temperature"] == load_checkpoint(init)["temperature"] and source["temperature_from"] == str(init)
     assert source["recipe_val_accuracy"] == load_checkpoint(init)["metrics"]["val"]["accuracy"]
     with pytest.raises(ValueError, match="must be the run this one refits"):
-        engine._temperature_source(TrainConfig(train_on_val=True, temperature_of=str(init), split_seed=1),
-                                   None, best["arch_args"], best["data"])
+        engine.inherited_temperature(TrainConfig(train_on_val=True, temperature_of=str(init), split_seed=1),
+                                     None, best["arch_args"], best["data"])
     with pytest.raises(ValueError, match="not a temperature fitted on held-out"):
         train(TrainConfig(**{**held_out, "out_dir": str(tmp_path / "t")}, train_on_val=True,
                           temperature_of=str(tmp_path / "fit" / "best.pt")))

@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fer_train import choices
+
 DATA_HELP = "FER2013 source: fer2013.csv(.gz), Kaggle's train.csv or an image-folder tree. Default: $FER2013_PATH."
 
 
@@ -21,12 +23,28 @@ def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-Optim = _choices("Optim", ("adam", "adamw", "sgd"))
-Sched = _choices("Sched", ("cosine", "none"))
-Device = _choices("Device", ("auto", "cpu", "cuda"))
-Precision = _choices("Precision", ("auto", "fp32", "bf16", "fp16"))
-ClassWeights = _choices("ClassWeights", ("none", "balanced", "sqrt"))
-Split = _choices("Split", ("PublicTest", "val", "Training", "PrivateTest"))
+# The lists live in fer_train.choices (torch-free, so --help stays instant); TrainConfig checks the same ones.
+Optim = _choices("Optim", choices.OPTIMIZERS)
+Sched = _choices("Sched", choices.SCHEDULERS)
+Device = _choices("Device", choices.DEVICES)
+Precision = _choices("Precision", choices.PRECISIONS)
+ClassWeights = _choices("ClassWeights", choices.CLASS_WEIGHTS)
+Split = _choices("Split", choices.EVAL_SPLITS)
+
+# TrainConfig fields fer-train does not expose, and why; every other field is an option of the same
+# name and default (tests/test_cli.py checks both), except ``augment`` (--erase, --no-augment).
+INTERNAL_FIELDS = {
+    "momentum": "SGD's momentum stays the recipe's 0.9",
+    "val_fraction": "fixed, so every run validates on the same faces",
+    "split_seed": "fixed, so every run validates on the same faces",
+    "preprocess": "the runtime's preprocessing; a model trained otherwise would need its own runtime config",
+}
+
+
+def _architecture_names(incomplete: str) -> list[str]:
+    from fer_train.models import ARCHITECTURES  # imports torch: only when completing, never for --help
+
+    return [name for name in sorted(ARCHITECTURES) if name.startswith(incomplete)]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -43,7 +61,7 @@ train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @train_app.command()
 def fer_train(
-    arch: Annotated[str, typer.Option(help="Architecture name from fer_train.models.ARCHITECTURES (e.g. seed); an unknown name lists the valid ones.")] = "seed",
+    arch: Annotated[str, typer.Option(autocompletion=_architecture_names, help="Architecture name from fer_train.models.ARCHITECTURES (e.g. seed); an unknown name lists the valid ones.")] = "seed",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (the write-up used 50).")] = 50,
     batch_size: Annotated[int, typer.Option(min=2, help="Global batch size (split over DDP workers).")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
@@ -130,27 +148,20 @@ def fer_eval(
     """Accuracy, macro-F1, per-class precision/recall and confusion matrix of CHECKPOINT on a labelled split."""
     _setup_logging(verbose)
     from fer_runtime import LABELS
-    from fer_train.checkpoint import CheckpointError, load_checkpoint
+    from fer_train import compat
+    from fer_train.checkpoint import Checkpoint, CheckpointError
     from fer_train.data import DataError, load_fer2013, make_splits
-    from fer_train.engine import trained_on_val
     from fer_train.evaluate import ensemble_logits, evaluate_logits
     from fer_train.metrics import ClassReport
 
     try:
-        ckpts = [load_checkpoint(c) for c in checkpoint]
+        ckpts = [Checkpoint.load(c) for c in checkpoint]
         fer = load_fer2013(data)
         if split.value == "val":
-            if any(trained_on_val(c) for c in ckpts):
-                raise ValueError("a checkpoint trained on the validation faces (--train-on-val): "
-                                 "its validation figures are not held-out ones; evaluate it on PublicTest")
-            configs = [c.get("train_config", {}) for c in ckpts]
-            splits = {(cfg.get("val_fraction", 0.1), cfg.get("split_seed", 0)) for cfg in configs}
-            if len(splits) > 1:
-                raise ValueError(f"the checkpoints were validated on different splits (val_fraction, split_seed): {sorted(splits)}")
-            part = make_splits(fer, *splits.pop()).val
+            part = make_splits(fer, *compat.validation_split_of(ckpts, checkpoint)).val
         else:
             part = fer.split(split.value)
-        if split.value == "Training" and any(c.get("data", {}).get("sha256") == fer.sha256 for c in ckpts):
+        if split.value == "Training" and compat.trained_on(ckpts, fer.sha256):
             typer.secho("note: the checkpoint was trained on this split; this is not a test figure", err=True)
         logits, mirrored = ensemble_logits(ckpts, part.images, flip_tta)
         report = evaluate_logits(logits, part.labels, mirrored)
@@ -159,7 +170,7 @@ def fer_eval(
         return
     name = " + ".join(map(str, checkpoint))
     typer.echo(f"{name} on {split.value} ({report['n']} faces), single crop:")
-    typer.echo(ClassReport(**report["single"]).table(tuple(ckpts[0]["labels"]) or LABELS))
+    typer.echo(ClassReport(**report["single"]).table(tuple(ckpts[0].labels) or LABELS))
     if report["flip_tta"]:
         t = report["flip_tta"]
         typer.echo(f"with horizontal-flip TTA: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}")

@@ -1,4 +1,8 @@
-"""The training loop: one readable function, a typed config, self-describing checkpoints.
+"""The training loop: a typed config, self-describing checkpoints, and ``train`` as five named steps:
+``build_run`` (data, model, teacher, optimizer), ``restore_state`` (last.pt, --init-from or nothing),
+``train_one_epoch`` and ``end_of_epoch`` (schedule, weight average, validation, checkpoints) for each
+epoch, and ``finish`` (the final evaluation, written into best.pt once). Whether another checkpoint may
+resume, teach, initialise or lend its temperature to a run is decided in ``fer_train.compat``.
 
 Determinism and resume: shuffling, augmentation and dropout are reseeded from
 ``(seed, epoch)`` at the start of every epoch, and ``last.pt`` (written atomically after
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -36,18 +41,14 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from fer_runtime import LABELS, PreprocessConfig, preprocess
+from fer_train import compat
 from fer_train.augment import AugmentConfig, augment
-from fer_train.checkpoint import load_checkpoint, save_checkpoint
+from fer_train.checkpoint import Checkpoint, ResumeState, save_checkpoint
+from fer_train.choices import CLASS_WEIGHTS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULERS
 from fer_train.data import Splits, load_fer2013, make_splits, stratified_subset
 from fer_train.models import arch_args, build_model, count_parameters, describe, predict_logits
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "none")
-CLASS_WEIGHTS = ("none", "balanced", "sqrt")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -96,10 +97,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from fer_train.models import ARCHITECTURES
+        from fer_train.models import check_architecture
 
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+        check_architecture(self.arch)
         for name, value, valid in (
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("scheduler", self.scheduler, SCHEDULERS),
@@ -117,7 +117,7 @@ class TrainConfig:
             raise ValueError("mixup alpha must be >= 0")
         if not 0 <= self.soft_labels <= 1:
             raise ValueError("soft_labels must be in [0, 1]")
-        self.teacher = _as_teacher_list(self.teacher)
+        self.teacher = as_teacher_list(self.teacher)
         if not 0 < self.distill <= 1:
             raise ValueError(f"distill must be in (0, 1], got {self.distill}")
         if self.distill_temperature <= 0:
@@ -149,7 +149,7 @@ class TrainResult:
     test_metrics: dict[str, Any] | None
 
 
-def _as_teacher_list(teacher: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
+def as_teacher_list(teacher: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
     """One checkpoint path (as older checkpoints store it) or several, as a list; empty = None."""
     if teacher is None or isinstance(teacher, str):
         return [teacher] if teacher else None
@@ -276,17 +276,6 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-# Options a resumed run must keep: the optimizer state carries them, they define the validation split,
-# or they define what the saved weight average is made of. (init_from is not among them: a resumed run
-# never reads it again, and last.pt records the sha256 of the weights it started from.)
-_FROZEN_ON_RESUME = {"optimizer", "lr", "weight_decay", "momentum", "val_fraction", "split_seed", "limit", "preprocess",
-                     "train_on_val", "swa_start", "swa_lr"}
-
-
-def trained_on_val(ckpt: dict[str, Any]) -> bool:
-    """Whether a fer-train checkpoint trained on its validation faces (``--train-on-val``)."""
-    return bool(ckpt.get("train_config", {}).get("train_on_val", False))
-
 
 @torch.no_grad()
 def swa_update(average: nn.Module, model: nn.Module, n_averaged: int) -> None:
@@ -326,38 +315,6 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, rt: Runtime, batch_si
     model.train(was_training)
 
 
-def _same_split(ckpt: dict[str, Any], cfg: TrainConfig, data_desc: dict[str, Any]) -> bool:
-    """Whether a checkpoint trained on this run's data with this run's validation split."""
-    theirs = ckpt.get("train_config", {})
-    return (ckpt.get("data", {}).get("sha256") == data_desc["sha256"]
-            and (theirs.get("val_fraction", 0.1), theirs.get("split_seed", 0)) == (cfg.val_fraction, cfg.split_seed))
-
-
-def _init_weights(cfg: TrainConfig, model: nn.Module, args: dict[str, Any], pcfg: PreprocessConfig,
-                  data_desc: dict[str, Any]) -> dict[str, Any]:
-    """Load ``cfg.init_from``'s weights into ``model``; returns a description for the new checkpoint.
-    The checkpoint must come from the same data and validation split: weights that trained on this
-    run's validation faces would make its validation figures worthless."""
-    from fer_train.data import file_sha256
-
-    ckpt = load_checkpoint(cfg.init_from)
-    if ckpt["arch"] != cfg.arch or ckpt["arch_args"] != args:
-        raise ValueError(f"--init-from {cfg.init_from} is {ckpt['arch']} {ckpt['arch_args']}, not {cfg.arch} {args}")
-    if ckpt["preprocess"] != pcfg.to_dict() or tuple(ckpt["labels"]) != tuple(LABELS):
-        raise ValueError(f"--init-from {cfg.init_from} was trained with other preprocessing or labels")
-    if not _same_split(ckpt, cfg, data_desc):
-        raise ValueError(f"--init-from {cfg.init_from} was trained on other data or another validation split: "
-                         "its training faces may include this run's validation faces")
-    if trained_on_val(ckpt) and not cfg.train_on_val:
-        raise ValueError(f"--init-from {cfg.init_from} trained on the validation faces (--train-on-val): "
-                         "this run's validation figures would be worthless")
-    model.load_state_dict(ckpt["state_dict"])
-    log.info("starting from the weights of %s (epoch %s)", cfg.init_from, ckpt.get("epoch"))
-    return {"path": str(cfg.init_from), "sha256": file_sha256(Path(cfg.init_from)), "arch": ckpt["arch"],
-            "epoch": ckpt.get("epoch"), "val_acc": ckpt.get("metrics", {}).get("val_acc"),
-            "temperature": ckpt.get("temperature")}
-
-
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al.'s KL(teacher || student) on temperature-softened logits, times T^2 so that its
     gradients keep their scale as T changes."""
@@ -376,28 +333,20 @@ class LogitMean(nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(0)
 
 
-def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tuple[nn.Module | None, list[dict[str, Any]] | None]:
+def load_teacher(cfg: TrainConfig, rt: Runtime) -> tuple[nn.Module | None, list[dict[str, Any]] | None]:
     """The frozen teacher (eval mode, on the training device: the mean of the logits of every
     ``cfg.teacher`` checkpoint) and a description of each checkpoint for the student's checkpoint."""
     if not cfg.teacher:
         return None, None
-    from fer_train.checkpoint import model_from_checkpoint
     from fer_train.data import file_sha256
 
     members, descs = [], []
     for path in cfg.teacher:
-        ckpt = load_checkpoint(path)
-        if tuple(ckpt["labels"]) != tuple(LABELS):
-            raise ValueError(f"teacher {path} predicts {ckpt['labels']}, not {list(LABELS)}")
-        if ckpt["preprocess"] != pcfg.to_dict():
-            raise ValueError(f"teacher {path} expects preprocessing {ckpt['preprocess']}, the student {pcfg.to_dict()}")
-        if trained_on_val(ckpt) and not cfg.train_on_val:
-            raise ValueError(f"teacher {path} trained on the validation faces (--train-on-val): what it "
-                             "learnt of them would leak into this run's validation figures")
-        members.append(model_from_checkpoint(ckpt))
-        test = ckpt.get("metrics", {}).get("test", {})
-        descs.append({"path": str(path), "sha256": file_sha256(Path(path)), "arch": ckpt["arch"],
-                      "test_accuracy": test.get("accuracy")})
+        ckpt = Checkpoint.load(path)
+        compat.check_teacher(ckpt, path, cfg)
+        members.append(ckpt.model())
+        descs.append({"path": str(path), "sha256": file_sha256(Path(path)), "arch": ckpt.arch,
+                      "test_accuracy": ckpt.test_accuracy})
     teacher = LogitMean(members).to(rt.device).eval()
     if rt.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
@@ -407,6 +356,39 @@ def _load_teacher(cfg: TrainConfig, pcfg: PreprocessConfig, rt: Runtime) -> tupl
         log.info("distilling from %s, weight %.2f, temperature %.1f",
                  " + ".join(f"{d['path']} ({d['arch']})" for d in descs), cfg.distill, cfg.distill_temperature)
     return teacher, descs
+
+
+def init_weights(cfg: TrainConfig, model: nn.Module, arch_args: dict[str, Any], data_desc: dict[str, Any]) -> dict[str, Any]:
+    """Load ``cfg.init_from``'s weights into ``model`` (if :func:`fer_train.compat.check_init` allows);
+    returns a description for the new checkpoint."""
+    from fer_train.data import file_sha256
+
+    ckpt = Checkpoint.load(cfg.init_from)
+    compat.check_init(ckpt, cfg.init_from, cfg, arch_args, data_desc["sha256"])
+    model.load_state_dict(ckpt.state_dict)
+    log.info("starting from the weights of %s (epoch %s)", cfg.init_from, ckpt.epoch)
+    return {"path": str(cfg.init_from), "sha256": file_sha256(Path(cfg.init_from)), "arch": ckpt.arch,
+            "epoch": ckpt.epoch, "val_acc": ckpt.metrics.get("val_acc"), "temperature": ckpt.temperature}
+
+
+def inherited_temperature(cfg: TrainConfig, init_desc: dict[str, Any] | None, arch_args: dict[str, Any],
+                          data_desc: dict[str, Any]) -> dict[str, Any]:
+    """The temperature a --train-on-val run inherits and where it comes from: --temperature-of (whose
+    validation accuracy is recorded too: the same recipe's, validation held out), else --init-from."""
+    from fer_train.data import file_sha256
+
+    if cfg.temperature_of:
+        ckpt = Checkpoint.load(cfg.temperature_of)
+        compat.check_temperature_source(ckpt, cfg.temperature_of, cfg, arch_args, data_desc["sha256"])
+        return {"temperature": float(ckpt.temperature), "temperature_from": cfg.temperature_of,
+                "temperature_from_sha256": file_sha256(Path(cfg.temperature_of)),
+                "recipe_val_accuracy": ckpt.val_accuracy}
+    if init_desc and init_desc.get("temperature"):
+        return {"temperature": float(init_desc["temperature"]), "temperature_from": init_desc["path"],
+                "temperature_from_sha256": init_desc["sha256"]}
+    log.warning("--train-on-val without --temperature-of or a calibrated --init-from: the temperature stays 1 "
+                "(uncalibrated probabilities)")
+    return {"temperature": 1.0, "temperature_from": None}
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -442,8 +424,74 @@ def load_splits(cfg: TrainConfig) -> Splits:
     return splits
 
 
+# --- the run: built once, then restored, trained epoch by epoch and finished ---
+
+
+@dataclass
+class Run:
+    """What one training run is made of; built once by :func:`build_run`, never replaced."""
+
+    cfg: TrainConfig
+    rt: Runtime
+    out: Path
+    splits: Splits
+    data_desc: dict[str, Any]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    t_train: torch.Tensor  # loss targets: class indices, or (N, 7) distributions with FER+ soft labels
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    arch_args: dict[str, Any]
+    model: nn.Module
+    swa_model: nn.Module | None  # the running weight average (SWA only)
+    teacher: nn.Module | None
+    teacher_desc: list[dict[str, Any]] | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_weights: torch.Tensor | None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+
+@dataclass
+class RunState:
+    """What changes from epoch to epoch: what last.pt saves and ``--resume`` restores."""
+
+    start_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    swa_n: int = 0  # epochs in the weight average
+    init_desc: dict[str, Any] | None = None  # the --init-from checkpoint this run started from
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     """Train ``cfg.arch``; files go to ``cfg.out_dir`` (checkpoints, metrics, plots)."""
+    run = build_run(cfg)
+    state = restore_state(run, resume)
+    # Read (and checked) now rather than after the last epoch.
+    inherited = inherited_temperature(cfg, state.init_desc, run.arch_args, run.data_desc) if cfg.train_on_val else None
+    net = _distributed(run)  # after restoring: DDP broadcasts rank 0's weights when it wraps them
+    for epoch in range(state.start_epoch, cfg.epochs):
+        train_stats = train_one_epoch(run, net, epoch)
+        end_of_epoch(run, state, epoch, train_stats)
+    if run.rt.world > 1:
+        dist.barrier()
+    test_metrics = finish(run, inherited) if run.rt.main else None
+    if run.rt.world > 1:
+        dist.destroy_process_group()
+    return TrainResult(run.out, state.best_epoch, state.best_val_acc, state.history, test_metrics)
+
+
+def build_run(cfg: TrainConfig) -> Run:
+    """Runtime, data, model (randomly initialised from ``cfg.seed``), teacher, optimizer and schedule."""
     rt = setup_runtime(cfg)
     out = Path(cfg.out_dir)
     if rt.main:
@@ -452,284 +500,244 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     splits = load_splits(cfg)
     pcfg = cfg.preprocess
-    x_train = torch.from_numpy(preprocess(splits.train.images, pcfg))
     y_train = torch.from_numpy(splits.train.labels)
-    # Loss targets: class indices, or (N, 7) distributions when FER+ soft labels are on.
-    t_train = torch.from_numpy(splits.train.soft) if splits.train.soft is not None else y_train
-    x_val = torch.from_numpy(preprocess(splits.val.images, pcfg))
-    y_val = torch.from_numpy(splits.val.labels)
-    data_desc = splits.describe()
-
     args = arch_args(cfg.arch)
     if "input_size" in args:
         args["input_size"] = pcfg.size
     model = build_model(cfg.arch, **args).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    teacher, teacher_desc = _load_teacher(cfg, pcfg, rt)
-    init_desc = None
-    if cfg.init_from and not (resume and (out / "last.pt").exists()):
-        init_desc = _init_weights(cfg, model, args, pcfg, data_desc)
-    swa_model, swa_n = (copy.deepcopy(model), 0) if cfg.swa_start is not None else (None, 0)
+    teacher, teacher_desc = load_teacher(cfg, rt)
     optimizer = _make_optimizer(cfg, model)
-    scheduler = _make_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler(enabled=rt.autocast_dtype == torch.float16)
-
-    history: list[dict[str, float]] = []
-    best_val_acc, best_epoch, start_epoch = -1.0, 0, 0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path, map_location=rt.device)
-        if state["arch"] != cfg.arch or state["arch_args"] != args:
-            raise ValueError(f"{last_path} was trained as {state['arch']} {state['arch_args']}, not {cfg.arch} {args}")
-        if state["data"]["sha256"] != data_desc["sha256"]:
-            raise ValueError(f"{last_path} was trained on other data ({state['data']['source']}); use a new --out-dir")
-        # A teacher file replaced in place (e.g. a bundled model re-shipped) would silently teach the
-        # rest of the run something else: refuse. A teacher passed by another path is a visible change.
-        recorded = state.get("teacher") or []
-        for was, now in zip([recorded] if isinstance(recorded, dict) else recorded, teacher_desc or []):  # older: one dict
-            if was["path"] == now["path"] and was["sha256"] != now["sha256"]:
-                raise ValueError(f"teacher {now['path']} has changed since {last_path} was written (sha256 "
-                                 f"{was['sha256'][:12]}... -> {now['sha256'][:12]}...); pass the original file, "
-                                 "e.g. the copy ship_model.py --keep-old made")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, best_val_acc, best_epoch = state["history"], state["best_val_acc"], state["best_epoch"]
-        start_epoch = state["epoch"]
-        init_desc = state.get("init_from")
-        if swa_model is not None and state.get("swa_state_dict") is not None:
-            swa_model.load_state_dict(state["swa_state_dict"])
-            swa_n = state["swa_n"]
-        # The optimizer holds the lr the old schedule set for the next epoch; recompute it from this
-        # config so that a finished run resumed with a larger --epochs continues on the stretched
-        # cosine (a warm restart) instead of spending an epoch at the old schedule's final lr of 0.
-        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-            group["lr"] = base_lr * lr_factor(cfg, start_epoch)
-        old_epochs = state["train_config"]["epochs"]
-        # Keys that an older checkpoint lacks count as their defaults (the behaviour it was trained with).
-        defaults = TrainConfig(arch=cfg.arch).to_dict()
-        before = {**defaults, **state["train_config"]}
-        before["teacher"] = _as_teacher_list(before["teacher"])  # older checkpoints store one path
-        changed = {k: (v, before[k]) for k, v in cfg.to_dict().items()
-                   if k not in ("out_dir", "progress") and before[k] != v}
-        frozen = sorted(set(changed) & _FROZEN_ON_RESUME)
-        if frozen:  # these would be ignored (optimizer state) or would change the validation faces
-            raise ValueError(f"{last_path}: cannot change {', '.join(frozen)} when resuming "
-                             f"({'; '.join(f'{k} {changed[k][1]!r} -> {changed[k][0]!r}' for k in frozen)}); "
-                             "use a new --out-dir")
-        if cfg.epochs < start_epoch:
-            raise ValueError(f"{last_path} has already trained {start_epoch} epochs; --epochs {cfg.epochs} is fewer")
-        if changed and rt.main:  # allowed (e.g. extending a run), but never silent
-            log.warning("resuming with a changed recipe: %s",
-                        "; ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()))
-        if rt.main:
-            log.info("resuming %s after epoch %d%s", last_path, start_epoch,
-                     f" (schedule stretched from {old_epochs} to {cfg.epochs} epochs)" if old_epochs != cfg.epochs else "")
-    elif resume and rt.main:
-        log.info("no %s yet: starting from scratch", last_path)
-
-    # Read (and checked) now rather than after the last epoch.
-    inherited = _temperature_source(cfg, init_desc, args, data_desc) if cfg.train_on_val else None
-    net: nn.Module = model
-    if rt.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    sampler = DistributedSampler(range(len(y_train)), num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed)
-    local_batch = max(2, cfg.batch_size // rt.world)
     weights = class_weights(cfg, y_train)
-    if weights is not None:
-        weights = weights.to(rt.device)
-
-    def payload(epoch: int, metrics: dict[str, Any], weights: nn.Module) -> dict[str, Any]:
-        return {
-            "arch": cfg.arch,
-            "arch_args": args,
-            "state_dict": _cpu_state(weights),
-            "labels": list(LABELS),
-            "preprocess": pcfg.to_dict(),
-            "train_config": cfg.to_dict(),
-            "epoch": epoch,
-            "metrics": metrics,
-            "data": data_desc,
-            "num_parameters": count_parameters(model),
-            "teacher": teacher_desc,
-            "init_from": init_desc,
-            "torch_version": str(torch.__version__),
-        }
-
+    run = Run(
+        cfg=cfg, rt=rt, out=out, splits=splits, data_desc=splits.describe(),
+        x_train=torch.from_numpy(preprocess(splits.train.images, pcfg)), y_train=y_train,
+        t_train=torch.from_numpy(splits.train.soft) if splits.train.soft is not None else y_train,
+        x_val=torch.from_numpy(preprocess(splits.val.images, pcfg)), y_val=torch.from_numpy(splits.val.labels),
+        arch_args=args, model=model, swa_model=copy.deepcopy(model) if cfg.swa_start is not None else None,
+        teacher=teacher, teacher_desc=teacher_desc, optimizer=optimizer, scheduler=_make_scheduler(cfg, optimizer),
+        scaler=torch.amp.GradScaler(enabled=rt.autocast_dtype == torch.float16),
+        loss_weights=weights.to(rt.device) if weights is not None else None,
+    )
     if rt.main:
         log.info("%s:\n%s", cfg.arch, describe(model))
         log.info("%s: %s parameters; train %d, val %d; device %s, world %d, autocast %s, channels_last %s",
-                 cfg.arch, f"{count_parameters(model):,}", len(y_train), len(y_val), rt.device, rt.world,
+                 cfg.arch, f"{count_parameters(model):,}", len(run.y_train), len(run.y_val), rt.device, rt.world,
                  rt.autocast_dtype, rt.channels_last)
-    for epoch in range(start_epoch, cfg.epochs):
-        # Everything random in this epoch derives from (seed, epoch): that is what makes resume exact.
-        sampler.set_epoch(epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rt.rank)
-        aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 31 + rt.rank)
-        mix_rng = np.random.default_rng([cfg.seed, epoch, rt.rank])
-        net.train()
-        order = list(sampler)
-        batches = list(_batches(order, local_batch))
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        correct = seen = 0
-        t0 = time.perf_counter()
-        bar = _progress(batches, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and rt.main)
-        for idx in bar:
-            xb = augment(x_train[idx], cfg.augment, aug_gen).to(rt.device, non_blocking=True)
-            yb = y_train[idx].to(rt.device, non_blocking=True)
-            tb = t_train[idx].to(rt.device, non_blocking=True)
-            if rt.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            lam, partner = 1.0, None
-            if cfg.mixup > 0:  # mix each image with another of the batch; the loss mixes the labels alike
-                lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
-                partner = torch.randperm(len(idx), generator=aug_gen).to(rt.device)
-                xb = lam * xb + (1 - lam) * xb[partner]
-            with rt.autocast():
-                logits = net(xb)
-                loss = F.cross_entropy(logits.float(), tb, weight=weights, label_smoothing=cfg.label_smoothing)
-                if partner is not None:
-                    loss = lam * loss + (1 - lam) * F.cross_entropy(
-                        logits.float(), tb[partner], weight=weights, label_smoothing=cfg.label_smoothing)
-                if teacher is not None:  # the teacher sees the same augmented (and mixed) faces
-                    with torch.no_grad():
-                        t_logits = teacher(xb).float()
-                    loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(
-                        logits.float(), t_logits, cfg.distill_temperature)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach().double().cpu() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            seen += len(idx)
-            if hasattr(bar, "set_postfix"):
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                img_s=f"{seen * rt.world / elapsed:.0f}")
-        train_time = time.perf_counter() - t0
-        scheduler.step()
-        totals = torch.tensor([float(loss_sum), float(correct), float(seen)], dtype=torch.float64)
-        if rt.world > 1:
-            dist.all_reduce(totals)
-        candidate = model  # the weights this epoch offers as best.pt: the running ones, or the SWA average
-        if swa_model is not None and in_swa_phase(cfg, epoch):
-            swa_update(swa_model, model, swa_n)
-            swa_n += 1
-            recompute_batchnorm(swa_model, x_train, rt)
-            candidate = swa_model
-        val_loss, val_acc = _evaluate(candidate, x_val, y_val, rt)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": float(totals[0] / totals[2]),
-            "train_acc": float(totals[1] / totals[2]),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_seconds": train_time,
-            "images_per_second": float(totals[2]) / train_time,
-        }
-        if swa_model is not None:  # val_* above are the average's in the SWA phase; these the running weights'
-            row["swa_models"] = swa_n if candidate is swa_model else 0
-            row["raw_val_acc"] = val_acc if candidate is model else _evaluate(model, x_val, y_val, rt)[1]
-        history.append(row)
-        improved = cfg.train_on_val or val_acc > best_val_acc  # the final fit selects nothing: the last epoch
-        if improved:
-            best_val_acc, best_epoch = val_acc, epoch + 1
-        if rt.main:
-            metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_val_acc": best_val_acc, "best_epoch": best_epoch}
-            if cfg.train_on_val:
-                metrics["val_trained_on"] = True
-            if swa_model is not None:
-                metrics["swa_models"] = row["swa_models"]
-            if improved:
-                save_checkpoint(best_path, payload(epoch + 1, metrics, candidate))
-            save_checkpoint(last_path, {
-                **payload(epoch + 1, metrics, model),
-                "swa_state_dict": _cpu_state(swa_model) if swa_n else None,
-                "swa_n": swa_n,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": history,
-                "best_val_acc": best_val_acc,
-                "best_epoch": best_epoch,
-            })
-            _write_history(out, history)
-            _plot_curves_safely(history, out / "curves.png", cfg.arch)
-            swa_note = (f" (average of {swa_n} epochs; running weights {row['raw_val_acc']:.4f})"
-                        if candidate is swa_model else "")
-            log.info("epoch %d/%d  train loss %.4f acc %.4f | %s loss %.4f acc %.4f%s%s | %.1fs, %.0f img/s",
-                     epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"],
-                     "val (trained on)" if cfg.train_on_val else "val", val_loss, val_acc, swa_note,
-                     " (best)" if improved and not cfg.train_on_val else "", train_time, row["images_per_second"])
+    return run
+
+
+def restore_state(run: Run, resume: bool) -> RunState:
+    """With ``resume`` and a last.pt: its weights, optimizer, schedule, average and history. Otherwise a
+    fresh start, from ``--init-from``'s weights when given."""
+    if resume and run.last_path.exists():
+        return _resume(run)
+    if resume and run.rt.main:
+        log.info("no %s yet: starting from scratch", run.last_path)
+    init_desc = init_weights(run.cfg, run.model, run.arch_args, run.data_desc) if run.cfg.init_from else None
+    return RunState(init_desc=init_desc)
+
+
+def _resume(run: Run) -> RunState:
+    cfg, rt = run.cfg, run.rt
+    last = Checkpoint.load(run.last_path, map_location=rt.device)
+    changed = compat.check_resume(last, run.last_path, cfg, run.arch_args, run.data_desc, run.teacher_desc)
+    saved = last.resume
+    run.model.load_state_dict(last.state_dict)
+    run.optimizer.load_state_dict(saved.optimizer)
+    run.scheduler.load_state_dict(saved.scheduler)
+    run.scaler.load_state_dict(saved.scaler)
+    state = RunState(start_epoch=last.epoch, history=saved.history, best_val_acc=saved.best_val_acc,
+                     best_epoch=saved.best_epoch, init_desc=last.init_from)
+    if run.swa_model is not None and saved.swa_state_dict is not None:
+        run.swa_model.load_state_dict(saved.swa_state_dict)
+        state.swa_n = saved.swa_n
+    # The optimizer holds the lr the old schedule set for the next epoch; recompute it from this
+    # config so that a finished run resumed with a larger --epochs continues on the stretched
+    # cosine (a warm restart) instead of spending an epoch at the old schedule's final lr of 0.
+    for group, base_lr in zip(run.optimizer.param_groups, run.scheduler.base_lrs, strict=True):
+        group["lr"] = base_lr * lr_factor(cfg, state.start_epoch)
+    if rt.main:
+        if changed:  # allowed (e.g. extending a run), but never silent
+            log.warning("resuming with a changed recipe: %s",
+                        "; ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()))
+        old_epochs = last.train_config["epochs"]
+        log.info("resuming %s after epoch %d%s", run.last_path, state.start_epoch,
+                 f" (schedule stretched from {old_epochs} to {cfg.epochs} epochs)" if old_epochs != cfg.epochs else "")
+    return state
+
+
+def _distributed(run: Run) -> nn.Module:
+    if run.rt.world == 1:
+        return run.model
+    return nn.parallel.DistributedDataParallel(run.model,
+                                               device_ids=[run.rt.device.index] if run.rt.device.type == "cuda" else None)
+
+
+def train_one_epoch(run: Run, net: nn.Module, epoch: int) -> dict[str, float]:
+    """One pass over the training faces (this rank's share); returns its loss, accuracy, image count
+    and seconds, the first three summed over ranks."""
+    cfg, rt = run.cfg, run.rt
+    # Everything random in this epoch derives from (seed, epoch): that is what makes resume exact.
+    sampler = DistributedSampler(range(len(run.y_train)), num_replicas=rt.world, rank=rt.rank, shuffle=True,
+                                 seed=cfg.seed)
+    sampler.set_epoch(epoch)
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rt.rank)
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch * 31 + rt.rank)
+    mix_rng = np.random.default_rng([cfg.seed, epoch, rt.rank])
+    net.train()
+    batches = list(_batches(list(sampler), max(2, cfg.batch_size // rt.world)))
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = seen = 0
+    t0 = time.perf_counter()
+    bar = _progress(batches, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and rt.main)
+    for idx in bar:
+        loss, right = _train_step(run, net, idx, aug_gen, mix_rng)
+        loss_sum += loss.detach().double().cpu() * len(idx)
+        correct += right
+        seen += len(idx)
+        if hasattr(bar, "set_postfix"):
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            img_s=f"{seen * rt.world / elapsed:.0f}")
+    seconds = time.perf_counter() - t0
+    totals = torch.tensor([float(loss_sum), float(correct), float(seen)], dtype=torch.float64)
     if rt.world > 1:
-        dist.barrier()
-
-    test_metrics = _finish(out, splits, rt, inherited, cfg.temperature_of) if rt.main else None
-    if rt.world > 1:
-        dist.destroy_process_group()
-    return TrainResult(out, best_epoch, best_val_acc, history, test_metrics)
+        dist.all_reduce(totals)
+    return {"train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
+            "images": float(totals[2]), "seconds": seconds}
 
 
-def _temperature_source(cfg: TrainConfig, init_desc: dict[str, Any] | None, args: dict[str, Any],
-                        data_desc: dict[str, Any]) -> dict[str, Any]:
-    """The temperature a --train-on-val run inherits and where it comes from: --temperature-of (whose
-    validation accuracy is recorded too: the same recipe's, validation held out), else --init-from."""
-    if cfg.temperature_of:
-        from fer_train.data import file_sha256
+def _train_step(run: Run, net: nn.Module, idx: torch.Tensor, aug_gen: torch.Generator,
+                mix_rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+    """One optimizer step on the faces ``idx``; returns the loss and how many it classified right."""
+    cfg, rt = run.cfg, run.rt
+    xb = augment(run.x_train[idx], cfg.augment, aug_gen).to(rt.device, non_blocking=True)
+    yb = run.y_train[idx].to(rt.device, non_blocking=True)
+    tb = run.t_train[idx].to(rt.device, non_blocking=True)
+    if rt.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    lam, partner = 1.0, None
+    if cfg.mixup > 0:  # mix each image with another of the batch; the loss mixes the labels alike
+        lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
+        partner = torch.randperm(len(idx), generator=aug_gen).to(rt.device)
+        xb = lam * xb + (1 - lam) * xb[partner]
+    with rt.autocast():
+        logits = net(xb)
+        loss = F.cross_entropy(logits.float(), tb, weight=run.loss_weights, label_smoothing=cfg.label_smoothing)
+        if partner is not None:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(
+                logits.float(), tb[partner], weight=run.loss_weights, label_smoothing=cfg.label_smoothing)
+        if run.teacher is not None:  # the teacher sees the same augmented (and mixed) faces
+            with torch.no_grad():
+                t_logits = run.teacher(xb).float()
+            loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(
+                logits.float(), t_logits, cfg.distill_temperature)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss, int((logits.argmax(1) == yb).sum())
 
-        ckpt = load_checkpoint(cfg.temperature_of)
-        if trained_on_val(ckpt) or "temperature" not in ckpt:
-            raise ValueError(f"--temperature-of {cfg.temperature_of}: not a temperature fitted on held-out "
-                             "validation faces (a finished run that did not train on them)")
-        if ((ckpt.get("arch"), ckpt.get("arch_args")) != (cfg.arch, args) or ckpt.get("preprocess") != cfg.preprocess.to_dict()
-                or not _same_split(ckpt, cfg, data_desc)):
-            raise ValueError(f"--temperature-of {cfg.temperature_of}: another architecture, preprocessing, data or "
-                             "validation split; it must be the run this one refits")
-        return {"temperature": float(ckpt["temperature"]), "temperature_from": cfg.temperature_of,
-                "temperature_from_sha256": file_sha256(Path(cfg.temperature_of)),
-                "recipe_val_accuracy": ckpt.get("metrics", {}).get("val", {}).get("accuracy")}
-    if init_desc and init_desc.get("temperature"):
-        return {"temperature": float(init_desc["temperature"]), "temperature_from": init_desc["path"],
-                "temperature_from_sha256": init_desc["sha256"]}
-    log.warning("--train-on-val without --temperature-of or a calibrated --init-from: the temperature stays 1 "
-                "(uncalibrated probabilities)")
-    return {"temperature": 1.0, "temperature_from": None}
+
+def end_of_epoch(run: Run, state: RunState, epoch: int, train_stats: dict[str, float]) -> None:
+    """Step the schedule, fold the weights into the average (SWA), validate, and (rank 0) save
+    best.pt when validation improved (every epoch of a final fit), last.pt, the history and the curves."""
+    cfg, rt = run.cfg, run.rt
+    run.scheduler.step()
+    candidate = run.model  # the weights this epoch offers as best.pt: the running ones, or the SWA average
+    if run.swa_model is not None and in_swa_phase(cfg, epoch):
+        swa_update(run.swa_model, run.model, state.swa_n)
+        state.swa_n += 1
+        recompute_batchnorm(run.swa_model, run.x_train, rt)
+        candidate = run.swa_model
+    val_loss, val_acc = _evaluate(candidate, run.x_val, run.y_val, rt)
+    row = {"epoch": epoch + 1, "train_loss": train_stats["train_loss"], "train_acc": train_stats["train_acc"],
+           "val_loss": val_loss, "val_acc": val_acc, "lr": run.optimizer.param_groups[0]["lr"],
+           "epoch_seconds": train_stats["seconds"], "images_per_second": train_stats["images"] / train_stats["seconds"]}
+    if run.swa_model is not None:  # val_* above are the average's in the SWA phase; these the running weights'
+        row["swa_models"] = state.swa_n if candidate is run.swa_model else 0
+        row["raw_val_acc"] = val_acc if candidate is run.model else _evaluate(run.model, run.x_val, run.y_val, rt)[1]
+    state.history.append(row)
+    improved = cfg.train_on_val or val_acc > state.best_val_acc  # the final fit selects nothing: the last epoch
+    if improved:
+        state.best_val_acc, state.best_epoch = val_acc, epoch + 1
+    if not rt.main:
+        return
+    metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_val_acc": state.best_val_acc,
+               "best_epoch": state.best_epoch}
+    if cfg.train_on_val:
+        metrics["val_trained_on"] = True
+    if run.swa_model is not None:
+        metrics["swa_models"] = row["swa_models"]
+    if improved:
+        save_checkpoint(run.best_path, _checkpoint(run, state, epoch + 1, metrics, candidate))
+    save_checkpoint(run.last_path, _checkpoint(run, state, epoch + 1, metrics, run.model, resumable=True))
+    _write_history(run.out, state.history)
+    _plot_curves_safely(state.history, run.out / "curves.png", cfg.arch)
+    swa_note = (f" (average of {state.swa_n} epochs; running weights {row['raw_val_acc']:.4f})"
+                if candidate is run.swa_model else "")
+    log.info("epoch %d/%d  train loss %.4f acc %.4f | %s loss %.4f acc %.4f%s%s | %.1fs, %.0f img/s",
+             epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"],
+             "val (trained on)" if cfg.train_on_val else "val", val_loss, val_acc, swa_note,
+             " (best)" if improved and not cfg.train_on_val else "", row["epoch_seconds"], row["images_per_second"])
 
 
-def _finish(out: Path, splits: Splits, rt: Runtime, inherited: dict[str, Any] | None = None,
-            temperature_of: str | None = None) -> dict[str, Any] | None:
-    """Evaluate the best checkpoint once on validation and on PublicTest, fit the softmax
-    temperature on validation, and store all of it in the checkpoint. After --train-on-val the
-    validation figures are stored as ``val_trained_on`` and the temperature is ``inherited``."""
+def _checkpoint(run: Run, state: RunState, epoch: int, metrics: dict[str, Any], weights: nn.Module,
+                resumable: bool = False) -> Checkpoint:
+    """The one place a checkpoint of this run is assembled: ``weights`` (the running model or the
+    average) after ``epoch``; ``resumable`` adds what ``--resume`` needs (last.pt)."""
+    saved = None
+    if resumable:
+        saved = ResumeState(optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                            scaler=run.scaler.state_dict(), history=state.history,
+                            best_val_acc=state.best_val_acc, best_epoch=state.best_epoch,
+                            swa_state_dict=_cpu_state(run.swa_model) if state.swa_n else None, swa_n=state.swa_n)
+    return Checkpoint(
+        arch=run.cfg.arch, arch_args=run.arch_args, state_dict=_cpu_state(weights), labels=list(LABELS),
+        preprocess=run.cfg.preprocess.to_dict(), train_config=run.cfg.to_dict(), epoch=epoch, metrics=metrics,
+        data=run.data_desc, num_parameters=count_parameters(run.model), teacher=run.teacher_desc,
+        init_from=state.init_desc, torch_version=str(torch.__version__), resume=saved,
+    )
+
+
+def finish(run: Run, inherited: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Evaluate best.pt once on validation and on PublicTest, fit (or inherit) the softmax temperature,
+    and write best.pt a last time with those figures, and final_metrics.json. Returns the test report."""
+    best = Checkpoint.load(run.best_path)
+    final, temperature, test = _final_evaluation(best, run.splits, run.out, inherited)
+    # The epoch's figures, then the final ones (a re-finished run replaces those of its earlier finish).
+    metrics = {k: v for k, v in best.metrics.items() if k != "recipe_val_accuracy"} | final
+    dataclasses.replace(best, metrics=metrics, temperature=temperature).save(run.best_path)
+    (run.out / "final_metrics.json").write_text(json.dumps(metrics, indent=1))
+    return test
+
+
+def _final_evaluation(best: Checkpoint, splits: Splits, out: Path,
+                      inherited: dict[str, Any] | None) -> tuple[dict[str, Any], float, dict[str, Any] | None]:
+    """(final metrics, temperature, test report) of ``best``, confusion matrices drawn into ``out``.
+    After --train-on-val the validation figures are ``val_trained_on`` and the temperature is ``inherited``."""
     from fer_train.calibration import expected_calibration_error, fit_temperature, softmax
     from fer_train.evaluate import checkpoint_logits, evaluate_logits
     from fer_train.plots import plot_confusion
 
-    best_path = out / "best.pt"
-    ckpt = load_checkpoint(best_path)
-    val_logits, _ = checkpoint_logits(ckpt, splits.val.images)
+    final: dict[str, Any] = {}
+    val_logits, _ = checkpoint_logits(best, splits.val.images)
     val = evaluate_logits(val_logits, splits.val.labels)
     if splits.val_in_train:
         plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (trained on: not held out)")
-        ckpt["metrics"]["val_trained_on"] = val["single"]
+        final["val_trained_on"] = val["single"]
         # Fitting it on faces the model trained on would make it overconfident: it comes from a
         # checkpoint whose temperature was fitted on them while they were held out.
-        inherited = dict(inherited or {"temperature": 1.0, "temperature_from": None})
-        recipe_val = inherited.pop("recipe_val_accuracy", None)
-        ckpt["metrics"].pop("recipe_val_accuracy", None)  # from an earlier evaluation of this checkpoint
+        calibration: dict[str, Any] = dict(inherited or {"temperature": 1.0, "temperature_from": None})
+        recipe_val = calibration.pop("recipe_val_accuracy", None)
         if recipe_val is not None:  # the selection figure of what this run refits
-            ckpt["metrics"]["recipe_val_accuracy"] = recipe_val
-        # A resumed run may name its temperature source by another path (e.g. after a ship moved it).
-        ckpt["train_config"]["temperature_of"] = temperature_of
-        temperature = inherited["temperature"]
-        calibration: dict[str, Any] = inherited
+            final["recipe_val_accuracy"] = recipe_val
+        temperature = calibration["temperature"]
     else:
         plot_confusion(val["single"]["confusion"], out / "confusion_val.png", "validation (best epoch)")
-        ckpt["metrics"]["val"] = val["single"]
+        final["val"] = val["single"]
         temperature = fit_temperature(val_logits, splits.val.labels)  # validation only: never fitted on test
         calibration = {
             "temperature": temperature,
@@ -739,19 +747,15 @@ def _finish(out: Path, splits: Splits, rt: Runtime, inherited: dict[str, Any] | 
     test = None
     if splits.test is not None:
         # Reported, never used for selection: the best epoch was chosen on validation above (or is the last).
-        test_logits, mirrored = checkpoint_logits(ckpt, splits.test.images, flip_tta=True)
+        test_logits, mirrored = checkpoint_logits(best, splits.test.images, flip_tta=True)
         test = evaluate_logits(test_logits, splits.test.labels, mirrored)
         plot_confusion(test["single"]["confusion"], out / "confusion_test.png", "PublicTest (best epoch)")
-        ckpt["metrics"]["test"] = test["single"]
-        ckpt["metrics"]["test_flip_tta"] = test["flip_tta"]
+        final["test"] = test["single"]
+        final["test_flip_tta"] = test["flip_tta"]
         calibration["test_ece_before"] = expected_calibration_error(softmax(test_logits), splits.test.labels)
         calibration["test_ece_after"] = expected_calibration_error(softmax(test_logits, temperature), splits.test.labels)
-    ckpt["metrics"]["calibration"] = calibration
-    ckpt["temperature"] = temperature
-    save_checkpoint(best_path, ckpt)
-    (out / "final_metrics.json").write_text(json.dumps(ckpt["metrics"], indent=1))
-    return test
-
+    final["calibration"] = calibration
+    return final, temperature, test
 
 def _plot_curves_safely(history: list[dict[str, float]], path: Path, title: str) -> None:
     from fer_train.plots import plot_curves

@@ -13,26 +13,29 @@ import torch
 
 from fer_runtime import PreprocessConfig, preprocess
 from fer_train.calibration import softmax
-from fer_train.checkpoint import model_from_checkpoint
+from fer_train.checkpoint import Checkpoint, as_checkpoint
 from fer_train.metrics import classification_report
 from fer_train.models import predict_logits
 
 
-def checkpoint_logits(ckpt: dict[str, Any], images: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def checkpoint_logits(ckpt: dict[str, Any] | Checkpoint, images: np.ndarray,
+                      flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """fp32 logits of uint8 faces (and of their mirror images when ``flip_tta``)."""
-    model = model_from_checkpoint(ckpt)
-    x = torch.from_numpy(preprocess(images, PreprocessConfig.from_dict(ckpt["preprocess"])))
+    ckpt = as_checkpoint(ckpt)
+    model = ckpt.model()
+    x = torch.from_numpy(preprocess(images, PreprocessConfig.from_dict(ckpt.preprocess)))
     logits = predict_logits(model, x).numpy()
     mirrored = predict_logits(model, torch.flip(x, dims=[3])).numpy() if flip_tta else None
     return logits, mirrored
 
 
-def ensemble_logits(ckpts: list[dict[str, Any]], images: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def ensemble_logits(ckpts: list[dict[str, Any] | Checkpoint], images: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """The mean of several checkpoints' logits (and of their mirror-image logits when ``flip_tta``):
     the ensemble ``fer-train --teacher A --teacher B`` distils from. One checkpoint: its own logits."""
     if not ckpts:
         raise ValueError("no checkpoints to evaluate")
-    labels = [tuple(c["labels"]) for c in ckpts]
+    ckpts = [as_checkpoint(c) for c in ckpts]
+    labels = [tuple(c.labels) for c in ckpts]
     if len(set(labels)) > 1:
         raise ValueError(f"the checkpoints predict different labels: {sorted(set(labels))}")
     pairs = [checkpoint_logits(c, images, flip_tta) for c in ckpts]

@@ -107,12 +107,17 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
 }
 
 
+def check_architecture(name: str) -> None:
+    """Raise ValueError listing the valid names unless ``name`` is in ARCHITECTURES (what fer-train's
+    --arch and TrainConfig check, and build_model)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+
+
 def build_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered architecture; unknown names raise ValueError listing the valid ones."""
-    try:
-        builder, defaults = ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(sorted(ARCHITECTURES))}") from None
+    check_architecture(name)
+    builder, defaults = ARCHITECTURES[name]
     unknown = set(overrides) - set(defaults)
     if unknown:
         raise ValueError(f"unknown arguments for {name!r}: {', '.join(sorted(unknown))}")
