@@ -23,12 +23,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fer_runtime import PreprocessConfig, __version__, preprocess
 from fer_runtime.metadata import METADATA_KEY, ModelMetadata
+
+if TYPE_CHECKING:
+    from fer_train.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -133,27 +136,28 @@ def _check_writable(output: Path) -> None:
         raise ExportError(f"{output}: is a folder; give a file name such as model.onnx")
 
 
-def _load_model(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
+def _load_model(checkpoint: Path) -> tuple[Any, Checkpoint]:
     import torch
 
-    from fer_train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from fer_train.checkpoint import Checkpoint, CheckpointError
 
     try:
-        ckpt = load_checkpoint(checkpoint)
-        bad = [k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        ckpt = Checkpoint.load(checkpoint)
+        bad = [k for k, v in ckpt.state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ExportError(f"{checkpoint}: weights contain NaN or inf ({', '.join(bad[:3])}); the training diverged")
-        model = model_from_checkpoint(ckpt)
+        model = ckpt.model()
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
     except ValueError as exc:  # unknown architecture or arguments
         raise ExportError(f"{checkpoint}: {exc}") from exc
     except RuntimeError as exc:  # state_dict does not fit the architecture
-        raise ExportError(f"{checkpoint}: weights do not fit {ckpt['arch']}: {str(exc).splitlines()[0]}") from exc
+        raise ExportError(f"{checkpoint}: weights do not fit {ckpt.arch}: {str(exc).splitlines()[0]}") from exc
+    size = PreprocessConfig.from_dict(ckpt.preprocess).size
     with torch.no_grad():
-        out = model(torch.zeros(2, 1, ckpt["preprocess"]["size"], ckpt["preprocess"]["size"]))  # dry run
-    if tuple(out.shape) != (2, len(ckpt["labels"])):
-        raise ExportError(f"{checkpoint}: dry run gave output shape {tuple(out.shape)}, expected (2, {len(ckpt['labels'])})")
+        out = model(torch.zeros(2, 1, size, size))  # dry run
+    if tuple(out.shape) != (2, len(ckpt.labels)):
+        raise ExportError(f"{checkpoint}: dry run gave output shape {tuple(out.shape)}, expected (2, {len(ckpt.labels)})")
     return model, ckpt
 
 
@@ -342,7 +346,7 @@ def export_onnx(
         raise ExportError("parity needs at least one face")
     _check_writable(output)
     model, ckpt = _load_model(checkpoint)
-    pcfg = PreprocessConfig.from_dict(ckpt["preprocess"])
+    pcfg = PreprocessConfig.from_dict(ckpt.preprocess)
     try:
         fer = load_fer2013(data)
         test = fer.split("PublicTest")
@@ -352,12 +356,12 @@ def export_onnx(
     x_parity = x_test[:parity_faces]
 
     meta = ModelMetadata(
-        labels=tuple(ckpt["labels"]), preprocess=pcfg, temperature=float(ckpt.get("temperature", 1.0)),
-        arch=ckpt["arch"], precision="fp32", checkpoint_sha256=file_sha256(checkpoint),
-        metrics=_summarise_metrics(ckpt.get("metrics", {})),
-        extra={"arch_args": ckpt["arch_args"], "num_parameters": _num_parameters(ckpt["state_dict"]),
-               "training_data": ckpt.get("data", {}), "package_version": __version__,
-               "checkpoint_epoch": ckpt.get("epoch"), "opset": opset, "exporter": "torch.onnx.export(dynamo=True)"},
+        labels=tuple(ckpt.labels), preprocess=pcfg, temperature=float(ckpt.temperature or 1.0),
+        arch=ckpt.arch, precision="fp32", checkpoint_sha256=file_sha256(checkpoint),
+        metrics=_summarise_metrics(ckpt.metrics),
+        extra={"arch_args": ckpt.arch_args, "num_parameters": _num_parameters(ckpt.state_dict),
+               "training_data": ckpt.data, "package_version": __version__,
+               "checkpoint_epoch": ckpt.epoch, "opset": opset, "exporter": "torch.onnx.export(dynamo=True)"},
     )
     with _staging(output.parent) as stage:
         tmp = stage / output.name
