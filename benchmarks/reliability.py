@@ -271,7 +271,7 @@ def kill_training(data: Path, work: Path, kills: int, seed: int = 0) -> dict[str
     start = time.perf_counter()
     subprocess.run(training_cmd(data, reference), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     whole_s = time.perf_counter() - start
-    delays, landed, runs, same, saved_epochs = [], 0, 0, [], []
+    delays, landed, runs, resumed, same, saved_epochs = [], 0, 0, 0, [], []
     killed, resume = work / "killed-0", False
     while landed < kills:
         delay = float(rng.uniform(0.1, 1.0)) * whole_s
@@ -282,13 +282,16 @@ def kill_training(data: Path, work: Path, kills: int, seed: int = 0) -> dict[str
             saved_epochs.append(_saved_epoch(killed))
             continue
         same.append(code == 0 and same_weights(reference, killed))  # this run finished: compare, start afresh
+        resumed += resume
         runs += 1
         killed, resume = work / f"killed-{runs}", False
     if resume:  # the last killed run, resumed to its end
         final = subprocess.run([*training_cmd(data, killed), "--resume"], capture_output=True, text=True)
         same.append(final.returncode == 0 and same_weights(reference, killed))
+        resumed += 1
     return {"kills": landed, "attempts": len(delays), "uninterrupted_s": round(whole_s, 1), "delays_s": delays,
-            "killed_by_signal": landed, "ended_before_the_kill": len(delays) - landed, "resumed_runs": len(same),
+            "killed_by_signal": landed, "ended_before_the_kill": len(delays) - landed, "runs_to_the_end": len(same),
+            "of_which_resumed_after_kills": resumed,
             "epochs_saved_at_each_kill": saved_epochs,
             "same_final_weights": all(same), "runs_with_other_weights": same.count(False)}
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.data
 def test_training_killed_three_times_resumes_to_the_uninterrupted_weights(fer_path, tmp_path):
     result = kill_training(fer_path, tmp_path, kills=3, seed=1)
-    assert result["killed_by_signal"] == 3 and result["resumed_runs"] >= 1
+    assert result["killed_by_signal"] == 3 and result["of_which_resumed_after_kills"] >= 1
     assert result["same_final_weights"], result
 
 
