@@ -194,7 +194,7 @@ def arch(
 
     _setup_logging()
     try:
-        thread_counts = parse_int_list(run.threads, "--threads")
+        thread_counts = parse_int_list(threads, "--threads")
         result = run_candidates(candidates, thread_counts, rounds, progress=lambda m: typer.echo(m, err=True))
     except ValueError as exc:  # a bad spec or option: usage
         _fail(str(exc), 2)

@@ -256,10 +256,10 @@ def training_cmd(data: Path, out: Path, *, limit: int = 1200, epochs: int = 4) -
 def same_weights(a: Path, b: Path) -> bool:
     import torch
 
-    from fer_train.checkpoint import load_checkpoint
+    from fer_train.checkpoint import Checkpoint
 
-    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
-    return ca["epoch"] == cb["epoch"] and all(torch.equal(t, cb["state_dict"][k]) for k, t in ca["state_dict"].items())
+    ca, cb = Checkpoint.load(a / "last.pt"), Checkpoint.load(b / "last.pt")
+    return ca.epoch == cb.epoch and all(torch.equal(t, cb.state_dict[k]) for k, t in ca.state_dict.items())
 
 
 def kill_training(data: Path, work: Path, kills: int, seed: int = 0) -> dict[str, Any]:
@@ -298,9 +298,9 @@ def kill_training(data: Path, work: Path, kills: int, seed: int = 0) -> dict[str
 
 def _saved_epoch(out: Path) -> int:
     """Epochs the killed run had saved in last.pt (0: killed before its first epoch ended)."""
-    from fer_train.checkpoint import load_checkpoint
+    from fer_train.checkpoint import Checkpoint
 
-    return int(load_checkpoint(out / "last.pt")["epoch"]) if (out / "last.pt").exists() else 0
+    return int(Checkpoint.load(out / "last.pt").epoch or 0) if (out / "last.pt").exists() else 0
 
 
 def complete_lines(path: Path) -> list[str]:
