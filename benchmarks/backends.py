@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from fer_bench.checkout import checkout_path
-from fer_runtime import EmotionRecognizer, PreprocessConfig, known_models, preprocess
+from fer_runtime import EmotionRecognizer, PreprocessConfig, preprocess
+from fer_runtime.bundled import model_registry
 from fer_train.calibration import softmax
 
 
@@ -102,7 +103,7 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
 
     base = model.removesuffix("-int8").removesuffix("-fp16")  # variants share their fp32 model's twin
     if checkpoint is None:
-        if model not in known_models():
+        if model not in model_registry():
             raise BenchError(f"{model}: pass --checkpoint with the fer-train checkpoint it was exported from")
         checkpoint = bundled_twin(base)
     path = Path(checkpoint)
@@ -118,7 +119,7 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
 
 def variant(model: str, precision: str) -> str | None:
     """The int8 / fp16 sibling of a model: bundled ``<name>-<precision>`` or file ``<stem>.<precision>.onnx``."""
-    names = known_models()
+    names = model_registry()
     if model in names:
         name = f"{model}-{precision}"
         return name if name in names else None
@@ -135,7 +136,7 @@ def make_backends(model: str, checkpoint: str | Path | None, *, gpu: bool | None
 
     from fer_runtime.providers import CUDA
 
-    names = known_models()
+    names = model_registry()
     if model not in names and not Path(model).is_file():
         raise BenchError(f"{model}: no such model file (named models: {', '.join(sorted(names))})")
     twin, ckpt, ckpt_path = load_twin(model, checkpoint)

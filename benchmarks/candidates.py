@@ -37,13 +37,13 @@ BUNDLED_PREFIX = "model:"
 def _bundled_candidate(spec: str, folder: Path, i: int) -> dict[str, Any]:
     """A ``model:NAME`` candidate: the bundled fp32 and int8 files, written into ``folder``."""
     from fer_bench.flops import count_flops
-    from fer_runtime.bundled import known_models, read_bundled
+    from fer_runtime.bundled import model_registry, read_bundled
     from fer_runtime.errors import ModelError
     from fer_runtime.metadata import METADATA_KEY, ModelMetadata
     from fer_train.models import build_model
 
     name = spec[len(BUNDLED_PREFIX):]
-    names = known_models()
+    names = model_registry()
     if name not in names or f"{name}-int8" not in names:
         fp32s = sorted(n for n in names if f"{n}-int8" in names)
         raise ValueError(f"{spec!r}: no bundled fp32 model {name!r} with an int8 sibling; bundled: {', '.join(fp32s)}")

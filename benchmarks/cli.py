@@ -295,7 +295,8 @@ def detect(
         recall_by_width,
         settings_latency,
     )
-    from fer_runtime import FaceDetector, known_models
+    from fer_runtime import FaceDetector
+    from fer_runtime.bundled import model_registry
 
     rounds = min(rounds, 30) if quick else rounds
 
@@ -317,7 +318,7 @@ def detect(
         _say("detector latency")
         result["detector_latency"] = detector_latency(rounds=max(10, rounds // 2))
         _say("per-face latency of every bundled fp32 and int8 model")
-        result["per_face"] = per_face_latency([m for m in known_models() if not m.endswith("-fp16")], rounds)
+        result["per_face"] = per_face_latency([m for m in model_registry() if not m.endswith("-fp16")], rounds)
         result["settings_latency"] = settings_latency(models or ["vgg-taper-int8", "vgg-deep"], rounds, progress=_say)
         return result
 

@@ -60,7 +60,7 @@ def answer(rec: Any, call: tuple[str, np.ndarray]) -> bytes:
     kind, x = call
     if kind == "proba":
         return rec.predict_proba(x).tobytes()
-    faces = [(f.box, f.score, f.landmarks, tuple(f.prediction.probabilities.values())) for f in rec.detect(x)]
+    faces = [(f.box, f.detector_score, f.landmarks, tuple(f.prediction.vector.tolist())) for f in rec.detect(x)]
     boxes = [(d.box, d.score, d.landmarks) for d in rec.pipeline.detector.detect(x)]  # the detector on its own
     return repr((faces, boxes)).encode()  # repr of a float round-trips: equal text, equal bits
 

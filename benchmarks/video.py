@@ -20,7 +20,7 @@ from fer_bench.clips import assign_tracks, default_movers, identity_switches, mo
 from fer_runtime import EmotionRecognizer
 from fer_runtime.analyzer import VideoAnalyzer
 from fer_runtime.video import VideoSource, open_video
-from fer_runtime.video_cli import VideoRowWriter, frame_rows
+from fer_runtime.rows import CsvSink
 
 STAGES = ("decode", "detect", "classify", "track", "write")
 
@@ -88,23 +88,23 @@ def run_clip(rec: EmotionRecognizer, path: Path, truths: list[Any], repeats: int
     for _ in range(repeats):
         clock = _Clock()
         pipeline = rec.pipeline
-        detector_detect, classify = pipeline.detector.detect, pipeline.classify
-        pipeline.detector.detect = clock.wrap("detect", detector_detect)  # type: ignore[method-assign]
+        detector_detect, classify = pipeline.detector.detect_array, pipeline.classify
+        pipeline.detector.detect_array = clock.wrap("detect", detector_detect)  # type: ignore[method-assign]
         pipeline.classify = clock.wrap("classify", classify)  # type: ignore[method-assign]
         assigned = []
         try:
             with open(os.devnull, "w") as sink, open_video(path) as video:
-                writer = VideoRowWriter(sink, rec.labels, "csv")
+                writer = CsvSink(sink, rec.labels, raw=True)
                 write = clock.wrap("write", writer.write)
                 analyzer = VideoAnalyzer(pipeline)
                 start, n = time.perf_counter(), 0
                 for (_, result), truth in zip(analyzer.follow(_Timed(video, clock)), truths):
-                    write(frame_rows(str(path), result, rec.labels))
+                    write(result.to_rows(str(path)))
                     assigned.append(assign_tracks(truth, [f.box for f in result.faces], [f.track for f in result.faces]))
                     n += 1
                 total = time.perf_counter() - start
         finally:
-            del pipeline.detector.detect, pipeline.classify  # back to the class's methods
+            del pipeline.detector.detect_array, pipeline.classify  # back to the class's methods
         clock.spent["track"] = total - sum(v for k, v in clock.spent.items() if k != "track")
         run = {"frames": n, "fps": n / total, "ms_per_frame": {k: 1000 * v / n for k, v in clock.spent.items()},
                "tracking": identity_switches(assigned),
@@ -170,9 +170,9 @@ def long_run(rec: EmotionRecognizer, frames: int, size: tuple[int, int] = (120, 
 
     samples, start = [], time.perf_counter()
     with open(os.devnull, "w") as sink:
-        writer = VideoRowWriter(sink, rec.labels, "csv")
+        writer = CsvSink(sink, rec.labels, raw=True)
         for result in VideoAnalyzer(rec.pipeline).run(generate(), fps=30.0):
-            writer.write(frame_rows("generator", result, rec.labels))
+            writer.write(result.to_rows("generator"))
             if (result.index + 1) % every == 0:
                 samples.append((result.index + 1, _rss_mb()))
                 if (result.index + 1) % (every * 10) == 0:

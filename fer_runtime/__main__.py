@@ -1,5 +1,5 @@
 """``python -m fer_runtime`` runs ``fer-predict``."""
 
-from fer_runtime.cli import main
+from fer_runtime.cli.predict import main
 
 main()

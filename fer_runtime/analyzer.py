@@ -12,47 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from fer_runtime.detector import Detection
+from fer_runtime.errors import ConfigError
 from fer_runtime.frames import load_frame
-from fer_runtime.pipeline import Face, FacePipeline
-from fer_runtime.results import Prediction
+from fer_runtime.pipeline import FacePipeline
+from fer_runtime.results import Face, FrameResult, Prediction, TrackedFace
 from fer_runtime.tracking import EmaSmoother, IouTracker
 from fer_runtime.video import VideoFrame, VideoSource, VideoSourceLike, open_video
-
-
-@dataclass(frozen=True)
-class TrackedFace:
-    """One face in one frame.
-
-    ``track``: its id, the same while it stays in view. ``box`` (x, y, w, h, whole pixels clipped
-    to the frame), ``score`` and ``landmarks`` as for :class:`~fer_runtime.pipeline.Face`;
-    ``detected`` is False when the box was carried from an earlier detection (``detect_every``).
-    ``raw``: this frame's classification. ``probabilities`` and ``label``: smoothed over time (the
-    same as ``raw``'s when smoothing is off).
-    """
-
-    track: int
-    box: tuple[int, int, int, int]
-    score: float
-    label: str
-    probabilities: dict[str, float] = field(repr=False)
-    raw: Prediction = field(repr=False)
-    landmarks: tuple[tuple[float, float], ...] = field(repr=False)
-    detected: bool = True
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """One processed frame: its index in the source, its time in seconds, its faces (best detector
-    score first) and how many frames a live source had dropped so far."""
-
-    index: int
-    time_s: float
-    faces: tuple[TrackedFace, ...]
-    dropped: int = 0
-    size: tuple[int, int] = (0, 0)  # the frame's (height, width)
 
 
 class VideoAnalyzer:
@@ -69,7 +35,7 @@ class VideoAnalyzer:
     def __init__(self, pipeline: FacePipeline, *, detect_every: int = 1, smoothing_s: float = 0.5,
                  iou_threshold: float = 0.3, max_age_s: float = 1.0) -> None:
         if detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+            raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
         self.pipeline, self.detect_every = pipeline, int(detect_every)
         self._options = {"smoothing_s": smoothing_s, "iou_threshold": iou_threshold, "max_age_s": max_age_s}
         EmaSmoother(smoothing_s), IouTracker(iou_threshold, max_age_s)  # noqa: B018  (checks the values now)
@@ -99,7 +65,7 @@ class VideoAnalyzer:
         detect = state.frames % self.detect_every == 0
         state.frames += 1
         if detect:
-            found = self.pipeline.detector.detect(arr, order)
+            found = self.pipeline.detector.detect_array(arr, order)
             since = frame.time_s - state.last_detect_s if self.detect_every > 1 else 0.0
             ids = state.tracker.update([d.box for d in found], frame.time_s, since_last_s=since + 1e-9)
             state.last, state.last_detect_s = dict(zip(ids, found)), frame.time_s
@@ -143,9 +109,6 @@ class _State:
         return ids, moved
 
     def tracked(self, track: int, face: Face, time_s: float, detected: bool) -> TrackedFace:
-        labels = tuple(face.prediction.probabilities)
-        raw = np.array([face.prediction.probabilities[k] for k in labels])
-        smooth = self.smoother.update(track, raw, time_s)
-        probs = {k: float(v) for k, v in zip(labels, smooth)}
-        return TrackedFace(track, face.box, face.score, labels[int(np.argmax(smooth))], probs, face.prediction,
-                           face.landmarks, detected)
+        own = face.prediction
+        smoothed = Prediction(own.labels, self.smoother.update(track, own.vector, time_s))
+        return TrackedFace(face.box, face.detector_score, face.landmarks, own, face.index, track, smoothed, detected)

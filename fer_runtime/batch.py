@@ -5,13 +5,15 @@ batch in each worker process (and left out when it is pickled), with as many thr
 worker's CPU share. A batch is a dict of columns (``dict[str, np.ndarray]``, what Ray Data's
 ``map_batches`` passes with ``batch_format="numpy"``):
 
-* images: ``id`` (optional) and one of ``bytes`` (encoded image files), ``path`` (files or URIs
-  the worker can read) or ``image`` (decoded arrays);
+* images: ``id`` (optional; the rows' ``source``) and one of ``bytes`` (encoded image files),
+  ``path`` (files or URIs the worker can read) or ``image`` (decoded arrays); an optional
+  ``error`` column marks inputs already known to be unreadable;
 * video: ``path``, ``start`` and ``stop``: a frame range of a file (see :func:`split_video`).
 
-It returns the columns of :data:`COLUMNS`: one row per face found (per image with ``crops=True``),
-a ``no_face`` row for an image or frame without one, and an ``error`` row with the reason for an
-input that cannot be read; a bad input never fails the batch. Nothing here imports Ray.
+It returns the columns of :func:`output_columns`, the row spec of :mod:`fer_runtime.rows` that
+every output shares: one row per face found (per image with ``crops=True``), a ``no_face`` row for
+an image or frame without one, and an ``error`` row with the reason for an input that cannot be
+read; a bad input never fails the batch. Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -24,20 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from fer_runtime.errors import InputError
+from fer_runtime.errors import ConfigError, InputError
 from fer_runtime.images import DEFAULT_MAX_PIXELS
 from fer_runtime.labels import LABELS
+from fer_runtime.rows import INT_COLUMNS, TEXT_COLUMNS, columns, complete, ddl_schema, status_row
 
-PROB_COLUMNS = tuple(f"p_{label}" for label in LABELS)
-COLUMNS = ("id", "frame", "time_s", "face", "track", "status", "x", "y", "w", "h", "detector_score", "label",
-           "score", *PROB_COLUMNS, "error")
-"""Output columns, in order. For images ``frame`` and ``track`` are -1 and ``time_s`` NaN; ``face``
-numbers the faces of one image or frame from 0 (-1 on ``no_face`` and ``error`` rows)."""
-
-_INT = ("frame", "face", "track", "x", "y", "w", "h")
-_FLOAT = ("time_s", "detector_score", "score", *PROB_COLUMNS)
 TRACKS_PER_RANGE = 1_000_000
 """Video track ids restart in each frame range; a row's ``track`` is start frame x this + the id in the range."""
+
+
+def output_columns(labels: tuple[str, ...] = LABELS) -> list[str]:
+    """The columns every batch returns: :func:`fer_runtime.rows.columns` with ``raw_p_<label>``
+    (batches may hold video)."""
+    return columns(labels, raw=True)
 
 
 def worker_threads() -> int:
@@ -57,52 +58,20 @@ def worker_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def blank_row(source_id: str, status: str, **values: Any) -> dict[str, Any]:
-    """A row with every column: -1 for integers, NaN for floats, None for strings, then ``values``."""
-    row: dict[str, Any] = dict.fromkeys(_INT, -1)
-    row.update(dict.fromkeys(_FLOAT, math.nan))
-    row.update({"id": source_id, "status": status, "label": None, "error": None})
-    row.update(values)
-    return row
+def to_columns(rows: list[dict[str, Any]], names: list[str]) -> dict[str, np.ndarray]:
+    """Rows -> one NumPy array per column of ``names``: int64 columns as object arrays holding ints
+    or None, floats as float64 (NaN where empty), text as object arrays."""
+    filled = [complete(r, names) for r in rows]
 
-
-def face_row(source_id: str, face: int, box: Any, detector_score: float, label: str,
-             probabilities: dict[str, float], **values: Any) -> dict[str, Any]:
-    """An ``ok`` row for one face."""
-    return blank_row(source_id, "ok", face=face, detector_score=float(detector_score), label=label,
-                     score=float(probabilities[label]), **dict(zip("xywh", map(int, box))),
-                     **{f"p_{k}": float(v) for k, v in probabilities.items()}, **values)
-
-
-def to_columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Rows -> the columns of :data:`COLUMNS`, with fixed dtypes (int64, float64, object for strings)."""
     def column(name: str) -> np.ndarray:
-        dtype = np.int64 if name in _INT else np.float64 if name in _FLOAT else object
-        out = np.empty(len(rows), dtype)
-        out[:] = [r[name] for r in rows]
-        return out
+        values = [r[name] for r in filled]
+        if name in INT_COLUMNS or name in TEXT_COLUMNS:
+            out = np.empty(len(values), object)
+            out[:] = values
+            return out
+        return np.array([math.nan if v is None else v for v in values], np.float64)
 
-    return {name: column(name) for name in COLUMNS}
-
-
-def to_arrow(columns: dict[str, np.ndarray]) -> Any:
-    """The columns as a ``pyarrow.Table`` with a fixed schema (int64, float64, string), so that
-    batches whose text columns happen to be all empty still concatenate with the others."""
-    import pyarrow as pa
-
-    def kind(name: str) -> Any:
-        return pa.int64() if name in _INT else pa.float64() if name in _FLOAT else pa.string()
-
-    # from_pandas: NaN becomes null, as Spark's pandas-to-Arrow conversion writes it.
-    return pa.table({name: pa.array(columns[name], type=kind(name), from_pandas=True) for name in COLUMNS})
-
-
-def ddl_schema() -> str:
-    """The output columns as a Spark DDL schema string, for ``mapInPandas`` (docs/SCALE.md)."""
-    def kind(name: str) -> str:
-        return "bigint" if name in _INT else "double" if name in _FLOAT else "string"
-
-    return ", ".join(f"{name} {kind(name)}" for name in COLUMNS)
+    return {name: column(name) for name in names}
 
 
 OPEN_END = 2**62  # the last range's stop: to the end, whatever the container's frame count says
@@ -112,7 +81,7 @@ def split_video(path: str, frames: int | None, range_frames: int) -> list[dict[s
     """One row (``id``, ``path``, ``start``, ``stop``) per range of ``range_frames`` frames; the last
     one runs to the end of the file (a declared frame count may be an estimate)."""
     if range_frames < 1:
-        raise ValueError(f"range_frames must be >= 1, got {range_frames}")
+        raise ConfigError(f"range_frames must be >= 1, got {range_frames}")
     starts = list(range(0, max(frames or 1, 1), range_frames))
     stops = [*starts[1:], OPEN_END]
     return [{"id": path, "path": path, "start": a, "stop": b} for a, b in zip(starts, stops)]
@@ -144,7 +113,8 @@ def read_bytes(uri: str) -> bytes:
 class BatchPredictor:
     """Classify the faces of a batch of images or video frame ranges (see the module docstring).
 
-    ``model``: a bundled name or a path every worker can read. ``crops``: each image is already
+    ``model``: a model name (``models_dir``: where checkout models are, as for
+    :class:`~fer_runtime.EmotionRecognizer`) or a path every worker can read. ``crops``: each image is already
     a face crop (one row per image, no detection). ``threads``: ONNX Runtime threads per model
     (``None``: :func:`worker_threads`). ``detector``: :class:`~fer_runtime.FaceDetector` options
     (``min_face``, ``score_threshold``...). ``video``: :class:`~fer_runtime.VideoAnalyzer` options
@@ -153,8 +123,9 @@ class BatchPredictor:
 
     def __init__(self, model: str | None = None, *, crops: bool = False, threads: int | None = None,
                  detector: dict[str, Any] | None = None, video: dict[str, Any] | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, models_dir: str | None = None) -> None:
         self.model, self.crops, self.threads, self.max_pixels = model, crops, threads, max_pixels
+        self.models_dir = models_dir
         self.detector_options, self.video_options = dict(detector or {}), dict(video or {})
         self._rec: Any = None
 
@@ -165,27 +136,42 @@ class BatchPredictor:
     def recognizer(self) -> Any:
         """The worker's :class:`~fer_runtime.EmotionRecognizer` (with its detector), made on first use."""
         if self._rec is None:
-            from fer_runtime.detector import FaceDetector
-            from fer_runtime.recognizer import EmotionRecognizer
+            from fer_runtime.app import RecognizerOptions, make_recognizer
 
-            threads = self.threads or worker_threads()
-            detector = None if self.crops else FaceDetector(threads=threads, max_pixels=self.max_pixels,
-                                                            **self.detector_options)
-            self._rec = EmotionRecognizer(self.model, threads=threads, detector=detector, max_pixels=self.max_pixels)
+            self._rec = make_recognizer(RecognizerOptions(
+                self.model, threads=self.threads or worker_threads(), max_pixels=self.max_pixels, crops=self.crops,
+                detector=self.detector_options, models_dir=self.models_dir))
         return self._rec
 
+    @property
+    def columns(self) -> list[str]:
+        """The output columns, with the model's own labels."""
+        return output_columns(self.recognizer.labels)
+
+    def ddl_schema(self) -> str:
+        """The output columns as a Spark DDL schema string, for ``mapInPandas`` (docs/SCALE.md)."""
+        return ddl_schema(self.columns)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch's rows as NumPy columns (:func:`to_columns`)."""
+        return to_columns(self.rows(batch), self.columns)
+
+    def rows(self, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """The batch's rows, in input order."""
         if "start" in batch:
             items = zip(batch["path"], batch["start"], batch["stop"], _ids(batch))
-            return to_columns([row for p, a, b, i in items for row in self.video_rows(str(p), int(a), int(b), i)])
+            return [row for p, a, b, i in items for row in self.video_rows(str(p), int(a), int(b), i)]
         key = next((k for k in ("bytes", "path", "image") if k in batch), None)
         if key is None:
             raise InputError(f"a batch needs a 'bytes', 'path' or 'image' column, or 'path', 'start' and 'stop' "
                              f"for video; got {sorted(batch)}")
-        return to_columns([row for value, i in zip(batch[key], _ids(batch)) for row in self.image_rows(key, value, i)])
+        errors = batch.get("error", [None] * len(batch[key]))
+        return [row for value, i, known in zip(batch[key], _ids(batch), errors)
+                for row in (self.image_rows(key, value, i) if not known else [status_row(i, "error", error=known)])]
 
     def image_rows(self, kind: str, value: Any, source_id: str) -> list[dict[str, Any]]:
         """The rows of one image given as ``kind`` ("bytes", "path" or "image")."""
+        from fer_runtime.app import image_rows
         from fer_runtime.images import load_image
 
         rec = self.recognizer  # a model or provider problem fails the job, not each row
@@ -195,17 +181,9 @@ class BatchPredictor:
             else:
                 data = read_bytes(str(value)) if kind == "path" else value
                 image = load_image(_as_source(data), max_pixels=self.max_pixels)
-            if self.crops:
-                pred = rec.predict_one(image)
-                box = (0, 0, image.shape[1], image.shape[0])
-                return [face_row(source_id, 0, box, math.nan, pred.label, pred.probabilities)]
-            faces = rec.detect(image)
+            return image_rows(rec, source_id, image, self.crops)[0]
         except InputError as exc:
-            return [blank_row(source_id, "error", error=str(exc))]
-        if not faces:
-            return [blank_row(source_id, "no_face")]
-        return [face_row(source_id, k, f.box, f.score, f.prediction.label, f.prediction.probabilities)
-                for k, f in enumerate(faces)]
+            return [status_row(source_id, "error", error=str(exc))]
 
     def video_rows(self, path: str, start: int, stop: int, source_id: str) -> Iterator[dict[str, Any]]:
         """The rows of frames ``start`` to ``stop`` of a video file; a range that cannot be read (or
@@ -217,14 +195,13 @@ class BatchPredictor:
         try:
             with open_range(path, start, stop) as video:
                 for result in VideoAnalyzer(rec.pipeline, **self.video_options).run(video):
-                    frame, where = result.index + 1, {"frame": result.index, "time_s": result.time_s}
-                    if not result.faces:
-                        yield blank_row(source_id, "no_face", **where)
-                    for k, f in enumerate(result.faces):
-                        yield face_row(source_id, k, f.box, f.score, f.label, f.probabilities,
-                                       track=start * TRACKS_PER_RANGE + f.track, **where)
+                    frame = result.index + 1
+                    for row in result.to_rows(source_id):
+                        if row.get("track") is not None:
+                            row["track"] += start * TRACKS_PER_RANGE
+                        yield row
         except InputError as exc:  # VideoError is one
-            yield blank_row(source_id, "error", frame=frame, error=str(exc))
+            yield status_row(source_id, "error", frame=frame, error=str(exc))
 
 
 def _ids(batch: dict[str, np.ndarray]) -> list[str]:

@@ -6,7 +6,9 @@ source for them):
 - ``fer_runtime/models/registry.json``: what the wheel carries, the default model, its int8 sibling,
   the fast variant and the face detector. Always available, offline.
 - ``models/registry.json`` in a source checkout: the other trained models (their ONNX files in
-  ``models/<name>/``), loadable by name inside a checkout and by path anywhere.
+  ``models/<name>/``), loadable by name with ``models_dir=`` or ``$FER_MODELS_DIR`` (or from the
+  package's own source tree, when it runs from one), and by path anywhere. The working directory
+  never matters.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -47,11 +50,22 @@ BUNDLED_DETECTORS: dict[str, BundledModel] = _entries(_WHEEL, "detectors", None)
 DEFAULT_DETECTOR = "yunet"
 
 
-def checkout_roots() -> list[Path]:
-    """Where a source checkout may be: beside this package (running from the checkout or an
-    editable install), then the current directory."""
-    roots = [Path(__file__).resolve().parents[1], Path.cwd().resolve()]
-    return list(dict.fromkeys(roots))
+MODELS_DIR_ENV = "FER_MODELS_DIR"
+SOURCE_TREE = Path(__file__).resolve().parents[1]
+"""The folder above this package: a source checkout's root when the package runs from one (or is
+installed editable), else site-packages, which has no ``models/registry.json``."""
+
+
+def checkout_models_dir(models_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The folder of checkout models (the one holding ``registry.json``): ``models_dir`` when given,
+    else ``$FER_MODELS_DIR``, else the ``models/`` of the source tree this package runs from (a
+    checkout, or an editable install of one); ``None`` when there is none. Never the working directory."""
+    if models_dir is not None:
+        return Path(models_dir)
+    if os.environ.get(MODELS_DIR_ENV):
+        return Path(os.environ[MODELS_DIR_ENV])
+    own = SOURCE_TREE.joinpath(*CHECKOUT_REGISTRY)
+    return own.parent if own.is_file() else None
 
 
 @functools.lru_cache(maxsize=8)
@@ -62,33 +76,77 @@ def _checkout_registry(path: Path, mtime_ns: int) -> dict[str, BundledModel]:
         raise ModelError(f"{path}: not a readable model registry ({exc})") from exc
 
 
-def checkout_models() -> dict[str, BundledModel]:
-    """The models of the source checkout found first by :func:`checkout_roots` ({} outside one)."""
-    for root in checkout_roots():
-        path = root.joinpath(*CHECKOUT_REGISTRY)
-        if path.is_file():
-            return _checkout_registry(path, path.stat().st_mtime_ns)
-    return {}
+def checkout_models(models_dir: str | os.PathLike[str] | None = None) -> dict[str, BundledModel]:
+    """The models of :func:`checkout_models_dir`'s registry ({} when there is none). A folder given
+    explicitly (argument or environment) must hold a readable ``registry.json``."""
+    folder = checkout_models_dir(models_dir)
+    if folder is None:
+        return {}
+    path = folder / CHECKOUT_REGISTRY[-1]
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise ModelError(f"{folder}: no model registry there ({path.name}: {exc.strerror or exc}); models_dir and "
+                         f"${MODELS_DIR_ENV} name the folder holding a source checkout's models/registry.json") from exc
+    return _checkout_registry(path.resolve(), mtime)
 
 
-def known_models() -> dict[str, BundledModel]:
-    """Every model that can be named here: the wheel's, and inside a source checkout its ``models/``."""
-    return {**checkout_models(), **BUNDLED_MODELS}
+def model_registry(models_dir: str | os.PathLike[str] | None = None) -> dict[str, BundledModel]:
+    """Every model that can be named: the wheel's, and the checkout models of :func:`checkout_models`."""
+    return {**checkout_models(models_dir), **BUNDLED_MODELS}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One nameable model, as :func:`known_models` lists it."""
+
+    name: str
+    precision: str | None  # "fp32", "int8" or "fp16", from the model's metadata
+    location: str  # "bundled" (in the wheel) or "checkout" (a source checkout's models/)
+    size_bytes: int
+    public_test_accuracy: float | None  # single crop, from the model's metadata
+    description: str
+    default: bool
+
+
+def known_models(models_dir: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
+    """Every model that can be named here, with its precision, where it lives, its file size and its
+    PublicTest accuracy (read from the model's own metadata; each file is sha256-checked on the way).
+    Checkout models come from ``models_dir``, ``$FER_MODELS_DIR`` or the package's own source tree."""
+    registry = model_registry(models_dir)
+    return [_describe(name, entry, registry) for name, entry in sorted(registry.items())]
+
+
+def _describe(name: str, entry: BundledModel, registry: dict[str, BundledModel]) -> ModelEntry:
+    data = _verified(name, registry, "model")
+    meta = _metadata(entry.sha256, data)
+    accuracy = meta.metrics.get("test_accuracy")
+    return ModelEntry(name, meta.precision, "bundled" if entry.root is None else "checkout", len(data),
+                      float(accuracy) if isinstance(accuracy, (int, float)) else None, entry.description,
+                      name == DEFAULT_MODEL)
+
+
+@functools.lru_cache(maxsize=64)
+def _metadata(sha256: str, data: bytes) -> Any:
+    from fer_runtime.metadata import METADATA_KEY, ModelMetadata
+    from fer_runtime.session import make_session
+
+    session = make_session(data, sha256[:12], providers=["cpu"], threads=1)
+    return ModelMetadata.from_json(dict(session.get_modelmeta().custom_metadata_map).get(METADATA_KEY), sha256[:12])
 
 
 def checkout_hint(name: str) -> str:
     """Where a model that is not in the wheel lives in a source checkout, for error messages."""
     base = name.removesuffix("-int8").removesuffix("-fp16")
     suffix = name[len(base):].replace("-", ".")
-    looked = " and ".join(str(r) for r in checkout_roots())
-    return (f"models other than the wheel's are read from a source checkout, {name!r} as "
-            f"models/{base}/model{suffix}.onnx (looked for {'/'.join(CHECKOUT_REGISTRY)} under {looked}): "
-            f"pass that file's path, e.g. EmotionRecognizer('models/{base}/model{suffix}.onnx')")
+    return (f"models other than the wheel's live in a source checkout, {name!r} as models/{base}/model{suffix}.onnx: "
+            f"pass models_dir='CHECKOUT/models' (or set ${MODELS_DIR_ENV}), or the file's path, e.g. "
+            f"EmotionRecognizer('CHECKOUT/models/{base}/model{suffix}.onnx')")
 
 
-def read_bundled(name: str = DEFAULT_MODEL) -> bytes:
-    """The bytes of a named classifier (the wheel's or, in a checkout, ``models/``'s), sha256-checked."""
-    return _verified(name, known_models(), "model")
+def read_bundled(name: str = DEFAULT_MODEL, models_dir: str | os.PathLike[str] | None = None) -> bytes:
+    """The bytes of a named classifier (the wheel's or a checkout's, see :func:`model_registry`), sha256-checked."""
+    return _verified(name, model_registry(models_dir), "model")
 
 
 def read_bundled_detector(name: str = DEFAULT_DETECTOR) -> bytes:
@@ -105,7 +163,7 @@ def _verified(name: str, registry: dict[str, BundledModel], kind: str) -> bytes:
     try:
         entry = registry[name]
     except KeyError:
-        hint = f"; {checkout_hint(name)}" if kind == "model" and not checkout_models() else ""
+        hint = f"; {checkout_hint(name)}" if kind == "model" and all(e.root is None for e in registry.values()) else ""
         raise ModelError(f"no bundled {kind} {name!r}; bundled: {', '.join(sorted(registry))}{hint}") from None
     path = model_path(entry)
     ref = resources.files("fer_runtime") / "models" / entry.filename if path is None else path

@@ -19,11 +19,18 @@ from typing import Any
 import numpy as np
 
 from fer_runtime.bundled import BUNDLED_DETECTORS, DEFAULT_DETECTOR, read_bundled_detector
-from fer_runtime.errors import InputError, ModelError
+from fer_runtime.errors import ConfigError, ModelError
 from fer_runtime.frames import detector_blob, load_frame
-from fer_runtime.images import DEFAULT_MAX_PIXELS
-from fer_runtime.preprocessing import ColorOrder
-from fer_runtime.session import SPINNING_DEFAULT, PicklesByArguments, make_session, read_model_bytes, remember_arguments
+from fer_runtime.images import DEFAULT_MAX_PIXELS, FrameSource, check_max_pixels
+from fer_runtime.preprocessing import ColorOrder, check_color_order
+from fer_runtime.session import (
+    SPINNING_DEFAULT,
+    PicklesByArguments,
+    check_threads,
+    make_session,
+    read_model_bytes,
+    remember_arguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +88,13 @@ class FaceDetector(PicklesByArguments):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1] and nms_threshold in (0, 1], got {score_threshold}, {nms_threshold}")
+            raise ConfigError(f"score_threshold must be in [0, 1] and nms_threshold in (0, 1], got {score_threshold}, "
+                              f"{nms_threshold}")
         if min_face < 1 or max_size < 32:
-            raise ValueError(f"min_face must be >= 1 and max_size >= 32, got {min_face}, {max_size}")
-        if color_order not in ("rgb", "bgr"):
-            raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+            raise ConfigError(f"min_face must be >= 1 and max_size >= 32, got {min_face}, {max_size}")
+        check_color_order(color_order)
+        check_threads(threads)
+        check_max_pixels(max_pixels)
         self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
         self.min_face, self.max_size, self.max_pixels = int(min_face), int(max_size), max_pixels
         self.color_order: ColorOrder = color_order
@@ -115,10 +124,14 @@ class FaceDetector(PicklesByArguments):
         k = self.shrink_factor(height, width)
         return max(1, height // k), max(1, width // k)
 
-    def detect(self, frame: Any, color_order: ColorOrder | None = None) -> list[Detection]:
-        """Faces in one frame (array (H, W[, C]), image path or PIL image), best score first."""
-        order = color_order or self.color_order
-        arr = load_frame(frame, order, self.max_pixels)
+    def detect(self, frame: FrameSource, color_order: ColorOrder | None = None) -> list[Detection]:
+        """Faces in one frame (array (H, W[, C]), image path, encoded bytes or PIL image), best score first."""
+        order = check_color_order(color_order or self.color_order)
+        return self.detect_array(load_frame(frame, order, self.max_pixels), order)
+
+    def detect_array(self, arr: np.ndarray, color_order: ColorOrder) -> list[Detection]:
+        """:meth:`detect` for a frame already loaded and checked by :func:`~fer_runtime.frames.load_frame`."""
+        order = color_order
         k = self.shrink_factor(*arr.shape[:2])
         if min(arr.shape[:2]) < k:  # a sliver of a huge frame: nothing would be left to search
             return []

@@ -11,6 +11,11 @@ class InputError(FerError, ValueError):
     """An image (or batch) the runtime cannot classify: empty, wrong shape or dtype, NaN/inf."""
 
 
+class ConfigError(FerError, ValueError):
+    """A setting out of its range or of the wrong kind (a threshold, a size, a color order...);
+    the message names the setting, what it takes and what it got."""
+
+
 class ModelError(FerError):
     """The model file is missing, unreadable, corrupted or not a FER model."""
 

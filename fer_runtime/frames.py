@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from fer_runtime.images import load_image
-from fer_runtime.preprocessing import ColorOrder, _as_uint8, to_gray
+from fer_runtime.preprocessing import ColorOrder, as_uint8, to_gray
 
 
 def load_frame(frame: Any, color_order: ColorOrder, max_pixels: int | None) -> np.ndarray:
     """A frame (array, image path or PIL image) as uint8 (H, W) or (H, W, C), C in 1-4: read and
     checked (shape, size limit) by :func:`fer_runtime.images.load_image`, values by the preprocessing rules."""
-    return _as_uint8(load_image(frame, color_order=color_order, max_pixels=max_pixels))
+    return as_uint8(load_image(frame, color_order=color_order, max_pixels=max_pixels))
 
 
 def shrink(frame: np.ndarray, k: int) -> np.ndarray:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from fer_runtime.errors import InputError, MissingExtraError
-from fer_runtime.preprocessing import _CHANNELS, ColorOrder, _as_uint8, _uint16_to_uint8
+from fer_runtime.errors import ConfigError, InputError, MissingExtraError
+from fer_runtime.preprocessing import CHANNEL_COUNTS, ColorOrder, as_uint8, check_color_order, uint16_to_uint8
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -34,6 +35,12 @@ to disable the check, or a larger number to raise it."""
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, np.ndarray, "PILImage"]
 """One image: a path to an image file, an encoded image file's bytes, a ``PIL.Image.Image`` or a NumPy array."""
+
+FrameSource = ImageSource
+"""One whole frame (a photo, a video frame) in which faces are searched: any :data:`ImageSource`."""
+
+ImageBatch = Union[ImageSource, Sequence[ImageSource]]
+"""Face crops for ``predict``: one :data:`ImageSource`, a list or tuple of them, or an (N, H, W[, C]) array stack."""
 
 _ACCEPTED = (
     "expected a path (str or os.PathLike), encoded image bytes, a PIL.Image.Image, a NumPy array, "
@@ -64,9 +71,10 @@ def _is_pil_image(obj: object) -> bool:
     return pil is not None and isinstance(obj, pil.Image)
 
 
-def _check_max_pixels(max_pixels: int | None) -> None:
+def check_max_pixels(max_pixels: int | None) -> None:
+    """ConfigError unless ``max_pixels`` is a positive int or None."""
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
-        raise InputError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+        raise ConfigError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
 
 
 def _check_size(width: int, height: int, max_pixels: int | None, what: str) -> None:
@@ -80,7 +88,7 @@ def _check_size(width: int, height: int, max_pixels: int | None, what: str) -> N
 
 
 def _is_single_array(arr: np.ndarray) -> bool:
-    return arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in _CHANNELS)
+    return arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in CHANNEL_COUNTS)
 
 
 def _check_array(image: np.ndarray, max_pixels: int | None) -> np.ndarray:
@@ -97,7 +105,7 @@ def _sixteen_bit(im: PILImage, what: str) -> np.ndarray:
     if im.mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
         raise InputError(f"{what}: 32-bit integer pixels range from {arr.min()} to {arr.max()}, outside the "
                          "16-bit range 0-65535; convert it to 8 or 16 bit first")
-    return _uint16_to_uint8(arr)
+    return uint16_to_uint8(arr)
 
 
 def _pil_to_array(im: PILImage, color_order: ColorOrder, what: str) -> np.ndarray:
@@ -106,7 +114,7 @@ def _pil_to_array(im: PILImage, color_order: ColorOrder, what: str) -> np.ndarra
         return _sixteen_bit(im, what)
     if im.mode == "F":
         try:
-            return _as_uint8(np.asarray(im))  # 32-bit float pixels follow the array rules
+            return as_uint8(np.asarray(im))  # 32-bit float pixels follow the array rules
         except InputError as exc:
             raise InputError(f"{what}: {exc}") from exc
     if im.mode in _PALETTE:
@@ -187,9 +195,8 @@ def load_image(
     for a missing or unreadable file and :class:`~fer_runtime.errors.MissingExtraError`
     when a file or PIL image is given without Pillow installed.
     """
-    _check_max_pixels(max_pixels)
-    if color_order not in ("rgb", "bgr"):
-        raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    check_max_pixels(max_pixels)
+    check_color_order(color_order)
     if isinstance(source, np.ndarray):
         return _check_array(source, max_pixels)
     if isinstance(source, (str, os.PathLike)):
@@ -215,7 +222,7 @@ def _item(item: object, index: int, color_order: ColorOrder, max_pixels: int | N
 
 
 def as_images(
-    images: ImageSource | list[ImageSource] | tuple[ImageSource, ...],
+    images: ImageBatch,
     *,
     color_order: ColorOrder = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -229,7 +236,7 @@ def as_images(
     against ``max_pixels`` per image. Anything else raises
     :class:`~fer_runtime.errors.InputError` saying what is accepted.
     """
-    _check_max_pixels(max_pixels)
+    check_max_pixels(max_pixels)
     if isinstance(images, np.ndarray):
         return _check_array(images, max_pixels) if _is_single_array(images) else _check_stack(images, max_pixels)
     if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_pil_image(images):

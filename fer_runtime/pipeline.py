@@ -7,21 +7,24 @@ batch. ``EmotionRecognizer.detect`` is a thin entry over it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from fer_runtime.detector import Detection, FaceDetector, eye_angle
+from fer_runtime.errors import ConfigError
 from fer_runtime.frames import crop_gray, load_frame
-from fer_runtime.preprocessing import ColorOrder
-from fer_runtime.results import Prediction
+from fer_runtime.images import FrameSource
+from fer_runtime.preprocessing import ColorOrder, check_color_order
+from fer_runtime.results import Face, Prediction
 
 
 class Classifier(Protocol):
-    """What the pipeline needs of a classifier (an :class:`EmotionRecognizer`)."""
+    """What the pipeline needs of a classifier (an :class:`EmotionRecognizer`): predictions for
+    face crops that are already checked uint8 arrays."""
 
-    def predict(self, images: Any, color_order: ColorOrder | None = None) -> list[Prediction]: ...
+    def classify(self, crops: list[np.ndarray], color_order: ColorOrder) -> list[Prediction]: ...
 
 
 @dataclass(frozen=True)
@@ -43,23 +46,7 @@ class CropConfig:
 
     def __post_init__(self) -> None:
         if not 0.2 <= self.scale <= 4.0 or not -1.0 <= self.shift <= 1.0:
-            raise ValueError(f"CropConfig scale must be in [0.2, 4] and shift in [-1, 1], got {self.scale}, {self.shift}")
-
-
-@dataclass(frozen=True)
-class Face:
-    """A face found in a frame and its expression.
-
-    ``box``: (x, y, width, height) in whole frame pixels, clipped to the frame. ``score``: the
-    detector's confidence. ``landmarks``: five (x, y) points (right eye, left eye, nose, right and
-    left mouth corner). ``detection``: the detector's unclipped float result.
-    """
-
-    box: tuple[int, int, int, int]
-    score: float
-    landmarks: tuple[tuple[float, float], ...] = field(repr=False)
-    prediction: Prediction
-    detection: Detection = field(repr=False)
+            raise ConfigError(f"CropConfig scale must be in [0.2, 4] and shift in [-1, 1], got {self.scale}, {self.shift}")
 
 
 def crop_face(frame: np.ndarray, det: Detection, crop: CropConfig, color_order: ColorOrder) -> np.ndarray:
@@ -86,10 +73,10 @@ class FacePipeline:
         self.detector = detector if detector is not None else FaceDetector()
         self.crop = crop or CropConfig()
 
-    def __call__(self, frame: Any, color_order: ColorOrder | None = None) -> list[Face]:
-        order = color_order or self.detector.color_order
-        arr = load_frame(frame, order, self.detector.max_pixels)
-        return self.classify(arr, self.detector.detect(arr, order), order)
+    def __call__(self, frame: FrameSource, color_order: ColorOrder | None = None) -> list[Face]:
+        order = check_color_order(color_order or self.detector.color_order)
+        arr = load_frame(frame, order, self.detector.max_pixels)  # loaded and checked once, here
+        return self.classify(arr, self.detector.detect_array(arr, order), order)
 
     def classify(self, frame: np.ndarray, detections: list[Detection], color_order: ColorOrder) -> list[Face]:
         """Crop and classify given detections (found in this frame, or carried from an earlier one)
@@ -97,6 +84,7 @@ class FacePipeline:
         if not detections:
             return []
         crops = [crop_face(frame, det, self.crop, color_order) for det in detections]
-        predictions = self.classifier.predict(crops)
+        predictions = self.classifier.classify(crops, color_order)
         h, w = frame.shape[:2]
-        return [Face(clip_box(d.box, h, w), d.score, d.landmarks, p, d) for d, p in zip(detections, predictions)]
+        return [Face(clip_box(d.box, h, w), d.score, d.landmarks, p, i)
+                for i, (d, p) in enumerate(zip(detections, predictions))]

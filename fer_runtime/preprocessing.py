@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fer_runtime.errors import InputError
+from fer_runtime.errors import ConfigError, InputError
 
 ColorOrder = Literal["rgb", "bgr"]
-_CHANNELS = (1, 2, 3, 4)  # gray, gray + alpha, colour, colour + alpha
+CHANNEL_COUNTS = (1, 2, 3, 4)  # gray, gray + alpha, colour, colour + alpha
 
 # cv2.cvtColor(COLOR_RGB2GRAY) on uint8 (OpenCV 4.x): (R*9798 + G*19235 + B*3735 + 2**14) >> 15,
 # i.e. BT.601 0.299/0.587/0.114 in 15-bit fixed point. Checked bit for bit in the tests.
@@ -49,17 +49,23 @@ class PreprocessConfig:
         return cls(**known)
 
 
+def check_color_order(color_order: object) -> ColorOrder:
+    """``color_order`` if it is "rgb" or "bgr", else :class:`~fer_runtime.errors.ConfigError`."""
+    if color_order not in ("rgb", "bgr"):
+        raise ConfigError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    return color_order  # type: ignore[return-value]
+
+
 def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
     """One image (H, W), (H, W, 1), (H, W, 2; gray + alpha), (H, W, 3) or (H, W, 4; alpha dropped) -> uint8 (H, W)."""
-    img = _as_uint8(image)
+    img = as_uint8(image)
     if img.ndim == 2:
         return img
-    if img.ndim != 3 or img.shape[2] not in _CHANNELS:
+    if img.ndim != 3 or img.shape[2] not in CHANNEL_COUNTS:
         raise InputError(f"expected an image of shape (H, W) or (H, W, C) with C in 1-4, got {image.shape}")
     if img.shape[2] <= 2:
         return img[:, :, 0]
-    if color_order not in ("rgb", "bgr"):
-        raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    check_color_order(color_order)
     weights = _GRAY_WEIGHTS_RGB if color_order == "rgb" else _GRAY_WEIGHTS_RGB[::-1]
     # Elementwise in int32 (255 * 32768 fits): several times faster than an int64 matmul.
     rgb = img[:, :, :3].astype(np.int32)  # int32 before multiplying: NumPy 1.x would keep uint16 and wrap
@@ -141,12 +147,12 @@ def equalize_hist(images: np.ndarray) -> np.ndarray:
     return lut.ravel()[index].reshape(images.shape)
 
 
-def _uint16_to_uint8(arr: np.ndarray) -> np.ndarray:
+def uint16_to_uint8(arr: np.ndarray) -> np.ndarray:
     """16-bit levels 0-65535 -> 8 bit: round(x / 257), so 65535 -> 255 and 257 -> 1; clipped."""
     return np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
 
 
-def _as_uint8(image: np.ndarray) -> np.ndarray:
+def as_uint8(image: np.ndarray) -> np.ndarray:
     """Any image array -> uint8 grey levels, refusing values whose scale is unclear.
 
     uint8 is returned as is (no copy: the common path). uint16 is scaled from 0-65535.
@@ -161,7 +167,7 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "uif":  # bool ("b"), strings, objects, complex...
         raise InputError(f"images must be uint8, uint16 or 0-255 integer/float grey levels, got dtype {arr.dtype}")
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:  # the dtype says 0-65535
-        return _uint16_to_uint8(arr)
+        return uint16_to_uint8(arr)
     lo, hi = arr.min(), arr.max()  # NaN propagates into both, inf into one of them
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError("image contains NaN or infinite values")
@@ -187,8 +193,8 @@ def faces_to_uint8(
     or an (N, H, W) stack of gray faces. A 3-D array whose last axis is 1-4 is one image.
     """
     if isinstance(images, np.ndarray):
-        if images.ndim == 3 and images.shape[2] not in _CHANNELS:
-            return resize(_as_uint8(images), size)
+        if images.ndim == 3 and images.shape[2] not in CHANNEL_COUNTS:
+            return resize(as_uint8(images), size)
         if images.ndim == 2:
             return resize(to_gray(images, color_order), size)[None]
         if images.ndim != 3 and images.ndim != 4:

@@ -11,17 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from fer_runtime.bundled import DEFAULT_MODEL, checkout_hint, known_models, read_bundled
+from fer_runtime.bundled import DEFAULT_MODEL, checkout_hint, model_registry, read_bundled
 from fer_runtime.detector import FaceDetector
-from fer_runtime.errors import InputError, ModelError
-from fer_runtime.images import DEFAULT_MAX_PIXELS, as_images
+from fer_runtime.errors import ConfigError, InputError, ModelError
+from fer_runtime.images import DEFAULT_MAX_PIXELS, FrameSource, ImageBatch, ImageSource, as_images, check_max_pixels
 from fer_runtime.metadata import METADATA_KEY, ModelMetadata
-from fer_runtime.pipeline import CropConfig, Face, FacePipeline
-from fer_runtime.preprocessing import ColorOrder, PreprocessConfig, preprocess
-from fer_runtime.results import Prediction
+from fer_runtime.pipeline import CropConfig, FacePipeline
+from fer_runtime.preprocessing import ColorOrder, PreprocessConfig, check_color_order, preprocess
+from fer_runtime.results import Face, Prediction
 from fer_runtime.session import (
     SPINNING_DEFAULT,
     PicklesByArguments,
+    check_threads,
     in_chunks,
     make_session,
     read_model_bytes,
@@ -62,9 +63,9 @@ class EmotionRecognizer(PicklesByArguments):
     """Classify facial expressions in face crops (:meth:`predict`) or whole frames (:meth:`detect`).
 
     ``EmotionRecognizer()`` loads the bundled default model (offline, sha256-checked);
-    ``model`` may name another bundled model (:data:`BUNDLED_MODELS`; inside a source checkout
-    also the models of ``models/registry.json``, see :func:`known_models`) or be a path to an
-    ``.onnx`` file made by ``fer-export``. Images may be arrays, image file paths or PIL images (see :meth:`predict`).
+    ``model`` may name another bundled model (:data:`BUNDLED_MODELS`), a checkout model (found in
+    ``models_dir``, ``$FER_MODELS_DIR`` or the package's own source tree; :func:`known_models`
+    lists them all) or be a path to an ``.onnx`` file made by ``fer-export``. Images may be arrays, image file paths or PIL images (see :meth:`predict`).
 
     ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a list such as
     ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (``None``: one per core).
@@ -93,12 +94,13 @@ class EmotionRecognizer(PicklesByArguments):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         detector: FaceDetector | None = None,
         crop: CropConfig | None = None,
+        models_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if color_order not in ("rgb", "bgr"):
-            raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self.color_order: ColorOrder = color_order
+        self.color_order: ColorOrder = check_color_order(color_order)
+        check_threads(threads)
+        check_max_pixels(max_pixels)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self._session_args = {"providers": providers, "threads": threads, "spinning": spinning}
@@ -108,7 +110,8 @@ class EmotionRecognizer(PicklesByArguments):
             source = "injected session"
             self._session = session
         else:
-            data, source = read_model_bytes(model, known_models(), DEFAULT_MODEL, read_bundled, checkout_hint)
+            data, source = read_model_bytes(model, model_registry(models_dir), DEFAULT_MODEL,
+                                            lambda name: read_bundled(name, models_dir), checkout_hint)
             self._session = make_session(data, source, config=session_config, **self._session_args)  # type: ignore[arg-type]
         self._input_name, self._output_name = _check_io(self._session, source)
         meta = read_metadata(self._session, source)
@@ -128,7 +131,7 @@ class EmotionRecognizer(PicklesByArguments):
         """The execution providers the session actually applied."""
         return list(self._session.get_providers())
 
-    def preprocess(self, images: Any, color_order: ColorOrder | None = None) -> np.ndarray:
+    def preprocess(self, images: ImageBatch, color_order: ColorOrder | None = None) -> np.ndarray:
         """Images as the model takes them: float32 (N, 1, S, S), via :func:`fer_runtime.preprocess`."""
         order = color_order or self.color_order
         return preprocess(as_images(images, color_order=order, max_pixels=self.max_pixels), self.info.preprocess, order)
@@ -138,9 +141,18 @@ class EmotionRecognizer(PicklesByArguments):
         return in_chunks(lambda part: self._session.run([self._output_name], {self._input_name: part})[0], batch,
                          self.batch_size)
 
-    def predict_proba(self, images: Any, color_order: ColorOrder | None = None) -> np.ndarray:
+    def predict_proba(self, images: ImageBatch, color_order: ColorOrder | None = None) -> np.ndarray:
         """Class probabilities (N, 7), temperature-calibrated when the model carries a temperature."""
-        logits = self.logits(self.preprocess(images, color_order))
+        return self.calibrated(self.logits(self.preprocess(images, color_order)))
+
+    def classify(self, crops: list[np.ndarray], color_order: ColorOrder) -> list[Prediction]:
+        """One :class:`Prediction` per face crop that is already a checked uint8 array (what the
+        pipeline cuts from a loaded frame); images from users go to :meth:`predict`."""
+        batch = preprocess(crops, self.info.preprocess, color_order)
+        return [Prediction(self.labels, row) for row in self.calibrated(self.logits(batch))]
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Logits (N, 7) -> probabilities, divided by the model's temperature first."""
         if self.info.temperature != 1.0:
             logits = logits / np.float32(self.info.temperature)
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -149,7 +161,7 @@ class EmotionRecognizer(PicklesByArguments):
             raise ModelError(f"{self.info.source} produced non-finite logits; the model is broken")
         return p
 
-    def predict(self, images: Any, color_order: ColorOrder | None = None) -> list[Prediction]:
+    def predict(self, images: ImageBatch, color_order: ColorOrder | None = None) -> list[Prediction]:
         """One :class:`Prediction` per face crop.
 
         ``images``: one image or a list of them, or an (N, H, W) stack. An image is an array (H, W)
@@ -158,19 +170,15 @@ class EmotionRecognizer(PicklesByArguments):
         ``color_order``: the channel order of colour arrays (default: the recognizer's).
         """
         probs = self.predict_proba(images, color_order)
-        return [self._prediction(row) for row in probs]
+        return [Prediction(self.labels, row) for row in probs]
 
-    def predict_one(self, image: np.ndarray, color_order: ColorOrder | None = None) -> Prediction:
-        """The prediction for a single face image."""
+    def predict_one(self, image: ImageSource, color_order: ColorOrder | None = None) -> Prediction:
+        """The prediction for a single face image (an array, file path, encoded bytes or PIL image)."""
         if isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim not in (2, 3)):
             raise InputError("predict_one takes a single image (H, W) or (H, W, C); use predict for batches")
         return self.predict(image, color_order)[0]
 
-    def _prediction(self, row: np.ndarray) -> Prediction:
-        i = int(row.argmax())
-        return Prediction(self.labels[i], i, float(row[i]), {lab: float(p) for lab, p in zip(self.labels, row)})
-
-    def detect(self, frame: Any, color_order: ColorOrder | None = None) -> list[Face]:
+    def detect(self, frame: FrameSource, color_order: ColorOrder | None = None) -> list[Face]:
         """The faces in a whole frame (array, image path or PIL image), each with its box, detector
         score, landmarks and :class:`Prediction`; best detector score first, ``[]`` when none."""
         return self.pipeline(frame, color_order or self.color_order)

@@ -11,16 +11,15 @@ video ranges in input order.
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fer_runtime.batch import BatchPredictor, split_video, to_arrow
+from fer_runtime.app import find_inputs, is_uri, wanted
+from fer_runtime.batch import BatchPredictor, split_video
 from fer_runtime.errors import InputError, MissingExtraError
-from fer_runtime.images import IMAGE_SUFFIXES
+from fer_runtime.rows import to_arrow
 from fer_runtime.video import is_video_path
 
 
@@ -28,7 +27,7 @@ class RayPredictor(BatchPredictor):
     """:class:`BatchPredictor` whose batches come out as Arrow tables of one fixed schema."""
 
     def __call__(self, batch: dict[str, Any]) -> Any:  # type: ignore[override]
-        return to_arrow(super().__call__(batch))
+        return to_arrow(self.rows(batch), self.columns)
 
 
 def _ray() -> Any:
@@ -49,10 +48,6 @@ class Plan:
     unreadable: list[str] = field(default_factory=list)  # videos whose frame count cannot be read
 
 
-def _wanted(path: str) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES or is_video_path(path)
-
-
 def _list_uri(uri: str) -> list[str]:
     """The image and video files under a URI prefix (pyarrow's file systems: s3://, gs://, file://...)."""
     from pyarrow import fs
@@ -63,23 +58,18 @@ def _list_uri(uri: str) -> list[str]:
     except (OSError, ValueError) as exc:
         raise InputError(f"{uri}: cannot list ({exc})") from exc
     scheme = uri.split("://", 1)[0]
-    return sorted(f"{scheme}://{i.path}" for i in infos if i.type == fs.FileType.File and _wanted(i.path))
+    return sorted(f"{scheme}://{i.path}" for i in infos if i.type == fs.FileType.File and wanted(i.path))
 
 
-def expand(inputs: Iterable[str]) -> list[str]:
-    """Files, folders and URI prefixes (searched recursively for image and video files, sorted) and
-    glob patterns -> paths; a URI with an image or video suffix is taken as one file."""
-    out: list[str] = []
-    for item in inputs:
-        if "://" in item:
-            out += [item] if _wanted(item) else _list_uri(item)
-        elif os.path.isdir(item):
-            found = (str(p) for p in sorted(Path(item).rglob("*")) if p.is_file())
-            out += [p for p in found if _wanted(p)]
-        elif glob.has_magic(item):
-            out += sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+def expand(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
+    """Inputs by :func:`fer_runtime.app.find_inputs`' rules -> (path, known error) pairs; a URI
+    prefix is listed (a URI with an image or video suffix is taken as one file)."""
+    out: list[tuple[str, str | None]] = []
+    for item in find_inputs(inputs):
+        if is_uri(item.path) and not wanted(item.path):
+            out += [(uri, None) for uri in _list_uri(item.path)]
         else:
-            out.append(item)
+            out.append((item.path, item.error))
     return out
 
 
@@ -88,20 +78,24 @@ def read_manifest(path: str) -> list[str]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path) if path.lower().endswith(".parquet") else pacsv.read_csv(path)
+    try:
+        table = pq.read_table(path) if path.lower().endswith(".parquet") else pacsv.read_csv(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"{path}: not a readable manifest ({exc})") from exc
     if "path" not in table.column_names:
         raise InputError(f"{path}: a manifest needs a 'path' column, got {table.column_names}")
     return [str(p) for p in table.column("path").to_pylist() if p is not None]
 
 
-def plan(paths: list[str], range_frames: int = 900) -> Plan:
-    """Images as they are; each local video split into ranges of ``range_frames`` frames."""
+def plan(paths: list[tuple[str, str | None]], range_frames: int = 900) -> Plan:
+    """Images as they are (an input with a known error becomes an error row); each local video split
+    into ranges of ``range_frames`` frames."""
     from fer_runtime.video import VideoError, frame_count
 
     out = Plan()
-    for p in paths:
-        if not is_video_path(p):
-            out.images.append({"id": p, "path": p})
+    for p, error in paths:
+        if error is not None or not is_video_path(p):
+            out.images.append({"id": p, "path": p, "error": error or ""})
             continue
         try:
             n = frame_count(p)
@@ -135,7 +129,7 @@ def dataset(work: Plan, predictor: BatchPredictor, *, workers: int, threads_per_
 
 def _kwargs(p: BatchPredictor) -> dict[str, Any]:
     return {"model": p.model, "crops": p.crops, "threads": p.threads, "detector": p.detector_options,
-            "video": p.video_options, "max_pixels": p.max_pixels}
+            "video": p.video_options, "max_pixels": p.max_pixels, "models_dir": p.models_dir}
 
 
 def run(inputs: list[str], out_dir: str, *, address: str | None = None, workers: int | None = None,

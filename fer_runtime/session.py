@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_runtime.errors import ModelError
+from fer_runtime.errors import ConfigError, ModelError
 from fer_runtime.providers import resolve_providers, verify_applied
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,12 @@ def read_model_bytes(
         raise ModelError(f"{path}: cannot read ({exc})") from exc
 
 
+def check_threads(threads: int | None) -> None:
+    """ConfigError unless ``threads`` is None or an int >= 1."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be None or an int >= 1, got {threads!r}")
+
+
 def make_session(
     data: bytes,
     source: str,
@@ -102,8 +108,7 @@ def make_session(
     """
     import onnxruntime as ort
 
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    check_threads(threads)
     plan = resolve_providers(providers, ort.get_available_providers())
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

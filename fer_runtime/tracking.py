@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fer_runtime.errors import ConfigError
+
 Box = tuple[float, float, float, float]  # x, y, width, height
 
 
@@ -73,7 +75,7 @@ class IouTracker:
 
     def __init__(self, iou_threshold: float = 0.3, max_age_s: float = 1.0, velocity_smoothing: float = 0.5) -> None:
         if not 0.0 < iou_threshold <= 1.0 or max_age_s < 0 or not 0.0 <= velocity_smoothing <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], max_age_s >= 0 and velocity_smoothing in [0, 1]; "
+            raise ConfigError(f"iou_threshold must be in (0, 1], max_age_s >= 0 and velocity_smoothing in [0, 1]; "
                              f"got {iou_threshold}, {max_age_s}, {velocity_smoothing}")
         self.iou_threshold, self.max_age_s, self.velocity_smoothing = iou_threshold, max_age_s, velocity_smoothing
         self.tracks: list[Track] = []
@@ -121,7 +123,7 @@ class EmaSmoother:
 
     def __init__(self, time_constant_s: float = 0.5) -> None:
         if not time_constant_s >= 0 or math.isinf(time_constant_s):
-            raise ValueError(f"time_constant_s must be a finite number >= 0, got {time_constant_s}")
+            raise ConfigError(f"time_constant_s must be a finite number >= 0, got {time_constant_s}")
         self.time_constant_s = float(time_constant_s)
         self._state: dict[int, tuple[np.ndarray, float]] = {}
 

@@ -13,17 +13,18 @@ from PIL import Image
 from fer_bench.clips import Mover, moving_faces, write_clip
 from fer_runtime import LABELS, EmotionRecognizer
 from fer_runtime.batch import (
-    COLUMNS,
     OPEN_END,
     TRACKS_PER_RANGE,
     BatchPredictor,
-    ddl_schema,
+    output_columns,
     split_video,
-    to_arrow,
     to_columns,
     worker_threads,
 )
 from fer_runtime.errors import InputError
+from fer_runtime.rows import to_arrow
+
+COLUMNS = output_columns()
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 
@@ -34,7 +35,7 @@ def predictor() -> BatchPredictor:
 
 
 def _rows(columns: dict[str, np.ndarray]) -> list[dict]:
-    return [{k: columns[k][i] for k in COLUMNS} for i in range(len(columns["id"]))]
+    return [{k: columns[k][i] for k in COLUMNS} for i in range(len(columns["source"]))]
 
 
 def test_image_batches_by_bytes_path_and_array(predictor, tmp_path):
@@ -42,15 +43,15 @@ def test_image_batches_by_bytes_path_and_array(predictor, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     out = predictor({"id": np.array(["a", "b", "c"], object),
                      "bytes": np.array([face.read_bytes(), cat.read_bytes(), b"junk"], object)})
-    assert list(out) == list(COLUMNS) and out["x"].dtype == np.int64 and out["p_Happy"].dtype == np.float64
+    assert list(out) == COLUMNS and out["p_Happy"].dtype == np.float64
     rows = _rows(out)
-    assert [(r["id"], r["status"]) for r in rows] == [("a", "ok"), ("b", "no_face"), ("c", "error")]
+    assert [(r["source"], r["status"]) for r in rows] == [("a", "ok"), ("b", "no_face"), ("c", "error")]
     assert rows[0]["w"] > 40 and rows[0]["label"] in LABELS and math.isclose(sum(rows[0][f"p_{k}"] for k in LABELS), 1, abs_tol=1e-5)
-    assert "not a readable image" in rows[2]["error"] and rows[2]["face"] == -1 and math.isnan(rows[2]["score"])
+    assert "not a readable image" in rows[2]["error"] and rows[2]["face"] is None and math.isnan(rows[2]["confidence"])
     expected = EmotionRecognizer("vgg-taper-int8").detect(face)[0]
     assert rows[0]["label"] == expected.prediction.label and (rows[0]["x"], rows[0]["w"]) == (expected.box[0], expected.box[2])
     by_path = _rows(predictor({"path": np.array([str(face), str(tmp_path / "missing.jpg"), str(tmp_path / "broken.jpg")])}))
-    assert [r["status"] for r in by_path] == ["ok", "error", "error"] and by_path[0]["id"] == str(face)
+    assert [r["status"] for r in by_path] == ["ok", "error", "error"] and by_path[0]["source"] == str(face)
     assert "no such file" in by_path[1]["error"]
     arr = np.asarray(Image.open(face).convert("RGB"))
     mixed = np.empty(2, object)  # how Ray Data hands over arrays of different shapes
@@ -65,7 +66,8 @@ def test_crops_mode_and_bad_batches():
     assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["face"] == 0 and rows[0]["w"] == 320
     with pytest.raises(InputError, match="needs a 'bytes', 'path' or 'image' column"):
         crops({"id": np.array(["x"])})
-    assert {k: v.shape for k, v in to_columns([]).items()} == dict.fromkeys(COLUMNS, (0,))
+    assert math.isnan(rows[0]["detector_score"]) and (rows[0]["x"], rows[0]["y"]) == (0, 0)  # the whole image
+    assert {k: v.shape for k, v in to_columns([], COLUMNS).items()} == dict.fromkeys(COLUMNS, (0,))
 
 
 def test_pickles_without_sessions(predictor):
@@ -97,13 +99,14 @@ def test_video_ranges_cover_the_clip_once(predictor, tmp_path):
 
 
 def test_arrow_and_spark_schemas_are_fixed(predictor):
-    empty = to_arrow(to_columns([]))
-    errors = to_arrow(predictor({"bytes": np.array([b"junk"], object)}))
+    empty = to_arrow([], COLUMNS)
+    errors = to_arrow(predictor.rows({"bytes": np.array([b"junk"], object)}), COLUMNS)
     assert empty.schema == errors.schema and str(errors.schema.field("error").type) == "string"
     assert str(errors.schema.field("label").type) == "string"  # all None, still typed
-    assert errors.column("score").null_count == 1 and errors.column("x").to_pylist() == [-1]  # NaN -> null
-    ddl = ddl_schema()
-    assert ddl.startswith("id string, frame bigint, time_s double") and ddl.endswith("p_Neutral double, error string")
+    assert str(errors.schema.field("x").type) == "int64" and errors.column("x").to_pylist() == [None]
+    assert errors.column("confidence").null_count == 1
+    ddl = predictor.ddl_schema()
+    assert ddl.startswith("source string, frame bigint, time_s double") and ddl.endswith("status string, error string")
     assert ddl.count(",") == len(COLUMNS) - 1
 
 

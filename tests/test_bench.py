@@ -268,7 +268,7 @@ def test_accuracy_scores_the_split_asked_for_privatetest_included(tmp_path):
 
     from fer_runtime import EmotionRecognizer
 
-    # Kaggle's fer2013.csv layout; the real PrivateTest rows are held out of this workplace on purpose.
+    # Kaggle's fer2013.csv layout, with synthetic PrivateTest rows (the tests never read real PrivateTest faces).
     rng = np.random.default_rng(0)
     counts = {"Training": 4, "PublicTest": 5, "PrivateTest": 7}
     rows, private = ["emotion,pixels,Usage"], []

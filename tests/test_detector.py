@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from fer_runtime import (
+    ConfigError,
     CropConfig,
     Detection,
     EmotionRecognizer,
@@ -125,7 +126,7 @@ def test_faces_found_in_the_photos_with_landmarks(rec):
         assert len(faces) == 1 and isinstance(faces[0], Face)
         face = faces[0]
         x, y, w, h = face.box
-        assert w > 40 and h > 40 and 0.6 < face.score <= 1
+        assert w > 40 and h > 40 and 0.6 < face.detector_score <= 1
         (rx, ry), (lx, ly), (_, ny), (_, my), _ = face.landmarks
         assert rx < lx and max(ry, ly) < ny < my  # the right eye on the image's left; eyes, nose, mouth downwards
         assert face.prediction.label in rec.labels
@@ -197,10 +198,12 @@ def test_recognizer_detect_is_the_pipeline(rec):
 
 def test_boxes_are_clipped_to_the_frame(rec):
     frame = _rgb("astronaut.jpg")[40:]  # the face's top cut off
-    for face in rec.detect(frame):
+    faces, found = rec.detect(frame), rec.pipeline.detector.detect(frame)
+    assert faces and len(faces) == len(found)
+    for face, detection in zip(faces, found):
         x, y, w, h = face.box
         assert x >= 0 and y >= 0 and x + w <= frame.shape[1] and y + h <= frame.shape[0]
-        assert face.detection.box[1] <= y
+        assert detection.box[1] <= y
 
 
 def test_detector_model_checks(tmp_path, monkeypatch):
@@ -217,12 +220,11 @@ def test_detector_model_checks(tmp_path, monkeypatch):
 
 
 def test_detector_parameters_are_checked():
-    for kwargs in ({"score_threshold": 1.5}, {"nms_threshold": 0}, {"min_face": 0}, {"max_size": 16}, {"threads": 0}):
-        with pytest.raises(ValueError):
+    for kwargs in ({"score_threshold": 1.5}, {"nms_threshold": 0}, {"min_face": 0}, {"max_size": 16}, {"threads": 0},
+                   {"color_order": "rgba"}, {"max_pixels": 0}):
+        with pytest.raises(ConfigError):
             FaceDetector(**kwargs)
-    with pytest.raises(InputError):
-        FaceDetector(color_order="rgba")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         CropConfig(scale=10)
 
 

@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from fer_runtime import EmotionRecognizer, FerError, preprocess
-from fer_runtime.preprocessing import _CHANNELS
+from fer_runtime.preprocessing import CHANNEL_COUNTS
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.filterwarnings("ignore::UserWarning:PIL")]  # damaged TIFF tags
 
@@ -136,7 +136,7 @@ INPUTS = st.one_of(GOOD, st.lists(GOOD, max_size=4), st.tuples(GOOD, GOOD), st.l
 def expected_count(images) -> int:
     """How many faces ``preprocess`` should return for an input it accepts (its documented rule)."""
     if isinstance(images, np.ndarray):
-        if images.ndim == 2 or (images.ndim == 3 and images.shape[2] in _CHANNELS):
+        if images.ndim == 2 or (images.ndim == 3 and images.shape[2] in CHANNEL_COUNTS):
             return 1
         return images.shape[0]
     return len(images)
@@ -214,5 +214,5 @@ def test_detect_returns_faces_inside_the_frame_or_raises_an_input_error(rec, fra
     for face in faces:
         x, y, w, h = face.box
         assert w > 0 and h > 0 and np.isfinite([x, y, w, h]).all()
-        assert 0 <= face.score <= 1
+        assert 0 <= face.detector_score <= 1
         assert np.isclose(sum(face.prediction.probabilities.values()), 1, atol=1e-5)

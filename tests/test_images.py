@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_runtime.errors import InputError, MissingExtraError
+from fer_runtime.errors import ConfigError, InputError, MissingExtraError
 from fer_runtime.images import DEFAULT_MAX_PIXELS, as_images, load_image
 from fer_runtime.preprocessing import faces_to_uint8, preprocess, to_gray
 
@@ -55,7 +55,7 @@ def test_pil_image_and_bgr(png, rgb):
     np.testing.assert_array_equal(bgr, rgb[:, :, ::-1])
     assert bgr.flags.c_contiguous
     np.testing.assert_array_equal(load_image(Image.fromarray(rgb), color_order="bgr"), rgb[:, :, ::-1])
-    with pytest.raises(InputError, match="color_order"):
+    with pytest.raises(ConfigError, match="color_order"):
         load_image(png, color_order="hsv")  # type: ignore[arg-type]
 
 
@@ -170,7 +170,7 @@ def test_pixel_limit_refused_before_decoding(tmp_path, rgb, png):
     for limit in (DEFAULT_MAX_PIXELS, None):
         with pytest.raises(InputError, match="decompression bomb.*MAX_IMAGE_PIXELS"):
             load_image(huge, max_pixels=limit)
-    with pytest.raises(InputError, match="max_pixels must be"):
+    with pytest.raises(ConfigError, match="max_pixels must be"):
         load_image(png, max_pixels=0)
 
 

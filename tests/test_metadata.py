@@ -7,12 +7,12 @@ import json
 import pytest
 
 from fer_runtime import EmotionRecognizer, ModelError, PreprocessConfig
-from fer_runtime.bundled import known_models
+from fer_runtime.bundled import model_registry
 from fer_runtime.metadata import SCHEMA_VERSION, MetadataError, ModelMetadata
 
 
 def test_every_shipped_model_reads_and_round_trips():  # the wheel's and the checkout's, all older files
-    for name in known_models():
+    for name in model_registry():
         meta = EmotionRecognizer(name, threads=1).info.metadata
         assert meta.schema_version == SCHEMA_VERSION and meta.arch and meta.precision in ("fp32", "int8", "fp16")
         assert ModelMetadata.from_json(meta.to_json()) == meta

@@ -19,17 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_runtime import LABELS, EmotionRecognizer, Prediction
-from fer_runtime.cli import (
-    ROW_KEYS,
-    CsvWriter,
-    Input,
-    JsonLinesWriter,
-    TableWriter,
-    annotation_path,
-    iter_images,
-    make_row,
-)
+from fer_runtime import LABELS, EmotionRecognizer, Face, Prediction
+from fer_runtime.app import Input, find_inputs
+from fer_runtime.cli.predict import annotation_path
+from fer_runtime.rows import CsvSink, JsonLinesSink, TableSink, columns, face_rows, status_row
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 ONE_FACE = ("astronaut.jpg", "grace_hopper.jpg", "cameraman.jpg")
@@ -75,27 +68,27 @@ def test_detects_by_default_one_row_per_face_and_no_face_rows(photo_dir):
     done = _predict(str(photo_dir), "--json")
     assert done.returncode == 0, done.stderr
     rows = _jsonl(done.stdout)
-    by_name = {Path(r["file"]).name: r for r in rows}
+    by_name = {Path(r["source"]).name: r for r in rows}
     assert len(rows) == 6 and set(by_name) == set(ONE_FACE + NO_FACE)  # the loop did not repeat anything
-    assert all(list(r) == list(ROW_KEYS) and Path(r["file"]).is_absolute() for r in rows)
+    assert all(list(r) == columns(LABELS) and Path(r["source"]).is_absolute() for r in rows)
     for name in ONE_FACE:
         row = by_name[name]
         assert row["status"] == "ok" and row["face"] == 0 and row["label"] in LABELS, row
-        x, y, w, h = row["box"]
-        assert min(w, h) > 40 and row["detector_score"] >= 0.6
-        assert abs(sum(row["probabilities"].values()) - 1) < 1e-2
-    assert all(by_name[n]["status"] == "no_face" and by_name[n]["box"] is None for n in NO_FACE)
+        assert min(row["w"], row["h"]) > 40 and row["detector_score"] >= 0.6
+        assert abs(sum(row[f"p_{lab}"] for lab in LABELS) - 1) < 1e-2
+        assert row["confidence"] == row[f"p_{row['label']}"] and row["frame"] is None and row["track"] is None
+    assert all(by_name[n]["status"] == "no_face" and by_name[n]["x"] is None for n in NO_FACE)
     # the JSON row is what the library returns for the same image
     face = EmotionRecognizer().detect(PHOTOS / "astronaut.jpg")[0]
     astronaut = by_name["astronaut.jpg"]
-    assert tuple(astronaut["box"]) == face.box and astronaut["label"] == face.prediction.label
+    assert tuple(astronaut[k] for k in "xywh") == face.box and astronaut["label"] == face.prediction.label
 
 
 def test_table_lists_faces_and_no_face(photo_dir):
     done = _predict(str(photo_dir / "astronaut.jpg"), str(photo_dir / "chelsea.jpg"))
     assert done.returncode == 0, done.stderr
     header, face, cat = done.stdout.splitlines()
-    assert "Neutral" in header and "file" in header
+    assert "Neutral" in header and "source" in header
     assert face.endswith(os.path.abspath(photo_dir / "astronaut.jpg")) and "no face" in cat
 
 
@@ -104,7 +97,10 @@ def test_crops_classifies_each_image_whole(photo_dir):
     assert done.returncode == 0, done.stderr
     assert "session on ['CPUExecutionProvider']" in done.stderr  # -v: debug logs on stderr, rows untouched
     rows = _jsonl(done.stdout)
-    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["box"] is None and r["face"] is None for r in rows)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["face"] == 0 and r["detector_score"] is None
+                                                              for r in rows)
+    with Image.open(PHOTOS / "astronaut.jpg") as im:  # a crop's box is the whole image
+        assert (rows[0]["x"], rows[0]["y"], rows[0]["w"], rows[0]["h"]) == (0, 0, *im.size)
     assert rows[0]["label"] == EmotionRecognizer().predict_one(PHOTOS / "astronaut.jpg").label
 
 
@@ -114,7 +110,7 @@ def test_csv_parses_with_one_column_per_label(photo_dir):
     table = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [r["status"] for r in table] == ["ok", "no_face"]
     assert int(table[0]["w"]) > 40 and float(table[0]["detector_score"]) >= 0.6
-    assert abs(sum(float(table[0][lab]) for lab in LABELS) - 1) < 1e-2
+    assert abs(sum(float(table[0][f"p_{lab}"]) for lab in LABELS) - 1) < 1e-2
     assert table[1]["label"] == "" and table[1]["x"] == ""
 
 
@@ -123,11 +119,11 @@ def test_failed_files_are_rows_and_exit_1(photo_dir, bad_files):
     assert done.returncode == 1
     rows = _jsonl(done.stdout)
     assert [r["status"] for r in rows] == ["ok", "error", "error", "error"]
-    errors = {Path(r["file"]).name: r["error"] for r in rows[1:]}
+    errors = {Path(r["source"]).name: r["error"] for r in rows[1:]}
     assert "no such file" in errors["missing.jpg"] and "not a readable image" in errors["x.jpg"]
     assert errors["truncated.png"]
     summary = done.stderr.strip().splitlines()[-1]
-    assert summary.startswith("error: 3 of 4 files failed") and "Traceback" not in done.stderr
+    assert summary.startswith("error: 3 of 4 inputs failed") and "Traceback" not in done.stderr
 
 
 def test_model_and_provider_errors_are_clean(photo_dir, tmp_path):
@@ -150,25 +146,25 @@ def test_help_explains_the_options():
     assert done.returncode == 0
     for option in ("--crops", "--annotate", "--json", "--csv", "--min-face", "--score-threshold",
                    "--nms-threshold", "--max-size", "--no-progress", "--camera", "--detect-every", "--smoothing",
-                   "--max-age", "--summary", "--plot"):
+                   "--max-age", "--summary", "--plot", "--list-models", "--models-dir"):
         assert option in done.stdout, option
     assert not re.search(r"--detect(?![-\w])", done.stdout)  # hidden: accepted as a no-op only
 
 
 def test_detect_flag_is_an_accepted_no_op(photo_dir):
     done = _predict(str(photo_dir / "astronaut.jpg"), "--detect", "--json")
-    assert done.returncode == 0 and _jsonl(done.stdout)[0]["box"] is not None
+    assert done.returncode == 0 and _jsonl(done.stdout)[0]["x"] is not None
 
 
 def test_detector_defaults_come_from_the_detector():
     import inspect
 
     from fer_runtime import FaceDetector
-    from fer_runtime.cli import _detector_defaults
+    from fer_runtime.app import detector_defaults
 
     params = inspect.signature(FaceDetector).parameters
     names = ("min_face", "score_threshold", "nms_threshold", "max_size")
-    assert _detector_defaults() == {name: params[name].default for name in names}
+    assert detector_defaults() == {name: params[name].default for name in names}
 
 
 def test_detector_options_reach_the_detector(photo_dir):
@@ -180,14 +176,14 @@ def test_annotate_draws_boxes_under_the_same_names(photo_dir, tmp_path):
     out = tmp_path / "annotated"
     done = _predict(str(photo_dir), "--annotate", str(out), "--json")
     assert done.returncode == 0, done.stderr
-    rows = {Path(r["file"]).name: r for r in _jsonl(done.stdout)}
+    rows = {Path(r["source"]).name: r for r in _jsonl(done.stdout)}
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == sorted([*ONE_FACE[:2], *NO_FACE[:1]] + [f"sub/{n}" for n in ONE_FACE[2:] + NO_FACE[1:]])
     for name in ONE_FACE[:2]:
         before = np.asarray(Image.open(photo_dir / name).convert("RGB"), np.float32)
         after = np.asarray(Image.open(out / name).convert("RGB"), np.float32)
         assert after.shape == before.shape
-        x, y, w, h = rows[name]["box"]
+        x, y, w, h = (rows[name][k] for k in "xywh")
         edge = np.abs(after[y + h - 2 : y + h, x : x + w] - before[y + h - 2 : y + h, x : x + w]).mean()
         inside = np.abs(after[y + h // 3 : y + 2 * h // 3, x + w // 3 : x + 2 * w // 3]
                         - before[y + h // 3 : y + 2 * h // 3, x + w // 3 : x + 2 * w // 3]).mean()
@@ -228,7 +224,7 @@ def test_json_rows_stream_before_the_run_ends(photo_dir, tmp_path):
         ready, _, _ = select.select([proc.stdout], [], [], 90)
         assert ready, "no row came out while the run was blocked on its second input"
         first = json.loads(proc.stdout.readline())
-        assert first["status"] == "ok" and Path(first["file"]).name == "astronaut.jpg"
+        assert first["status"] == "ok" and Path(first["source"]).name == "astronaut.jpg"
         assert proc.poll() is None
         with open(fifo, "wb") as pipe:
             pipe.write(b"not an image")
@@ -238,19 +234,21 @@ def test_json_rows_stream_before_the_run_ends(photo_dir, tmp_path):
     assert json.loads(out)["status"] == "error" and proc.returncode == 1
 
 
-# --- in process: walking folders, writers, names ------------------------------------------
+# --- in process: finding inputs, sinks, names --------------------------------------------
 
 
-def test_iter_images_walks_sorted_and_survives_a_symlink_loop(photo_dir, tmp_path):
-    items = list(iter_images([photo_dir, tmp_path / "given.txt"]))
+def test_find_inputs_walks_sorted_and_survives_a_symlink_loop(photo_dir, tmp_path):
+    items = list(find_inputs([photo_dir, tmp_path / "given.txt", "rtsp://camera/1"]))
     names = [item.name.as_posix() for item in items]
     assert names == ["astronaut.jpg", "chelsea.jpg", "grace_hopper.jpg", "sub/cameraman.jpg", "sub/coffee.jpg",
-                     "sub/gravel.jpg", "given.txt"]  # files given by name are kept whatever their suffix
-    assert all(item.error is None for item in items)
+                     "sub/gravel.jpg", "given.txt", "1"]  # files given by name are kept whatever their suffix
+    assert all(item.error is None for item in items) and items[-1].path == "rtsp://camera/1"  # URIs as given
+    globbed = list(find_inputs([str(photo_dir / "sub" / "c*.jpg")]))
+    assert [Path(i.path).name for i in globbed] == ["cameraman.jpg", "coffee.jpg"]
 
 
-def test_iter_images_reports_unreadable_folders(tmp_path, monkeypatch):
-    import fer_runtime.cli as cli
+def test_find_inputs_reports_unreadable_folders(tmp_path, monkeypatch):
+    import fer_runtime.app as app
 
     locked = tmp_path / "locked"
 
@@ -258,21 +256,19 @@ def test_iter_images_reports_unreadable_folders(tmp_path, monkeypatch):
         onerror(PermissionError(13, "Permission denied", str(locked)))
         yield str(root), [], []
 
-    monkeypatch.setattr(cli.os, "walk", walk)
-    items = list(iter_images([tmp_path]))
-    assert items == [Input(locked, Path("locked"), "cannot list the folder (Permission denied)")]
+    monkeypatch.setattr(app.os, "walk", walk)
+    items = list(find_inputs([tmp_path]))
+    assert items == [Input(str(locked), Path("locked"), "cannot list the folder (Permission denied)")]
 
 
 def _rows() -> list[list[dict]]:
     """Three images' rows: one with two faces, one with none, one that failed."""
-    probs = {lab: 1 / len(LABELS) for lab in LABELS}
-    pred = Prediction("Happy", 3, 0.5, {**probs, "Happy": 0.5})
-    return [
-        [make_row("/a.jpg", "ok", face=i, box=(1, 2, 30, 40), detector_score=0.91234, prediction=pred)
-         for i in range(2)],
-        [make_row("/b.jpg", "no_face")],
-        [make_row("/c.jpg", "error", error="not a readable image")],
-    ]
+    vector = np.full(len(LABELS), 0.5 / (len(LABELS) - 1), np.float32)
+    vector[3] = 0.5
+    pred = Prediction(LABELS, vector)
+    faces = [Face((1, 2, 30, 40), 0.91234, None, pred, i) for i in range(2)]
+    return [face_rows("/a.jpg", faces), face_rows("/b.jpg", []),
+            [status_row("/c.jpg", "error", error="not a readable image")]]
 
 
 class FlushLog(io.StringIO):
@@ -286,64 +282,63 @@ class FlushLog(io.StringIO):
         self.flushed_at.append(len(self.getvalue()))
 
 
-@pytest.mark.parametrize("writer_cls", [JsonLinesWriter, CsvWriter, TableWriter])
-def test_writers_flush_after_each_image(writer_cls):
+@pytest.mark.parametrize("sink_cls", [JsonLinesSink, CsvSink, TableSink])
+def test_sinks_flush_after_each_image(sink_cls):
     stream = FlushLog()
-    writer = writer_cls(stream, LABELS)
-    writer.start()
-    header = 0 if writer_cls is JsonLinesWriter else 1
-    assert stream.getvalue().count("\n") == header and stream.flushed_at == [len(stream.getvalue())]
-    for image_rows in _rows():
+    sink = sink_cls(stream, LABELS)
+    header = 0 if sink_cls is JsonLinesSink else 1
+    for k, image_rows in enumerate(_rows()):
         lines_before = stream.getvalue().count("\n")
-        writer.write(image_rows)
-        assert stream.getvalue().count("\n") == lines_before + len(image_rows)
+        sink.write(image_rows)
+        assert stream.getvalue().count("\n") == lines_before + len(image_rows) + (header if k == 0 else 0)
         assert stream.flushed_at[-1] == len(stream.getvalue())  # flushed once the image's rows are out
-    assert len(stream.flushed_at) == 4
+    assert len(stream.flushed_at) == 3
+    empty = FlushLog()
+    sink_cls(empty, LABELS).close()  # a run without rows still gets its header
+    assert empty.getvalue().count("\n") == header
 
 
-def test_json_lines_writer_rows():
+def test_json_lines_sink_rows():
     stream = io.StringIO()
-    writer = JsonLinesWriter(stream, LABELS)
+    sink = JsonLinesSink(stream, LABELS)
     for image_rows in _rows():
-        writer.write(image_rows)
+        sink.write(image_rows)
     rows = _jsonl(stream.getvalue())
     assert [r["status"] for r in rows] == ["ok", "ok", "no_face", "error"]
-    assert rows[1]["face"] == 1 and rows[0]["box"] == [1, 2, 30, 40] and rows[0]["detector_score"] == 0.9123
+    assert rows[1]["face"] == 1 and (rows[0]["x"], rows[0]["h"]) == (1, 40) and rows[0]["detector_score"] == 0.91234
+    assert rows[0]["confidence"] == 0.5 and rows[0]["label"] == "Happy" and "raw_p_Happy" not in rows[0]
     assert rows[3]["error"] == "not a readable image" and rows[3]["label"] is None
 
 
-def test_csv_writer_rows():
+def test_csv_sink_rows():
     stream = io.StringIO()
-    writer = CsvWriter(stream, LABELS)
-    writer.start()
+    sink = CsvSink(stream, LABELS, raw=True)
     for image_rows in _rows():
-        writer.write(image_rows)
+        sink.write(image_rows)
     rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert list(rows[0]) == columns(LABELS, raw=True)
     assert [r["status"] for r in rows] == ["ok", "ok", "no_face", "error"]
-    assert (rows[0]["x"], rows[0]["h"], rows[0]["Happy"]) == ("1", "40", "0.5")
+    assert (rows[0]["x"], rows[0]["h"], rows[0]["p_Happy"], rows[0]["raw_p_Happy"]) == ("1", "40", "0.5", "0.5")
     assert rows[3]["error"] == "not a readable image" and rows[2]["label"] == ""
 
 
-def test_table_writer_rows():
+def test_table_sink_rows():
     stream = io.StringIO()
-    writer = TableWriter(stream, LABELS)
-    writer.start()
+    sink = TableSink(stream, LABELS)
     for image_rows in _rows():
-        writer.write(image_rows)
+        sink.write(image_rows)
     header, face0, face1, none, error = stream.getvalue().splitlines()
     assert "1,2,30,40" in face0 and "Happy" in face0 and face0.endswith("/a.jpg")
     assert "no face" in none and error.endswith("/c.jpg: not a readable image")
-    crops = io.StringIO()
-    TableWriter(crops, LABELS, with_boxes=False).write(_rows()[0][:1])
-    assert "1,2,30,40" not in crops.getvalue() and "Happy" in crops.getvalue()
 
 
 def test_annotation_names_keep_the_relative_name_and_never_collide(tmp_path):
     used: set[Path] = set()
     inputs = frozenset({tmp_path / "out" / "y.jpg"})
-    first = annotation_path(tmp_path / "out", Input(tmp_path / "a" / "x.jpg", Path("x.jpg")), used, inputs)
-    second = annotation_path(tmp_path / "out", Input(tmp_path / "b" / "x.jpg", Path("x.jpg")), used, inputs)
-    odd = annotation_path(tmp_path / "out", Input(tmp_path / "photo.heic", Path("photo.heic")), used, inputs)
-    assert (first.name, second.name, odd.name) == ("x.jpg", "x-2.jpg", "photo.heic.png")
+    first = annotation_path(tmp_path / "out", Input(str(tmp_path / "a" / "x.jpg"), Path("x.jpg")), used, inputs)
+    second = annotation_path(tmp_path / "out", Input(str(tmp_path / "b" / "x.jpg"), Path("x.jpg")), used, inputs)
+    odd = annotation_path(tmp_path / "out", Input(str(tmp_path / "photo.heic"), Path("photo.heic")), used, inputs)
+    clip = annotation_path(tmp_path / "out", Input(str(tmp_path / "c.avi"), Path("c.avi")), used, inputs, video=True)
+    assert (first.name, second.name, odd.name, clip.name) == ("x.jpg", "x-2.jpg", "photo.heic.png", "c.avi.mp4")
     with pytest.raises(OSError, match="overwrite"):  # another input of the run, not only the file itself
-        annotation_path(tmp_path / "out", Input(tmp_path / "y.jpg", Path("y.jpg")), used, inputs)
+        annotation_path(tmp_path / "out", Input(str(tmp_path / "y.jpg"), Path("y.jpg")), used, inputs)

@@ -60,7 +60,7 @@ def test_default_is_the_bundled_flagship_and_verified(rec):
         metrics = EmotionRecognizer(name).info.metadata.metrics
         return metrics["recipe_val_accuracy"] if metrics.get("trained_on_val") else metrics["val_accuracy"]
 
-    best = max((selection_figure(n), n) for n in fer_runtime.known_models() if not n.endswith(("-int8", "-fp16")))
+    best = max((selection_figure(m.name), m.name) for m in fer_runtime.known_models() if m.precision == "fp32")
     assert best[1] == "vgg-deep" and selection_figure("vgg-deep") == best[0]
     assert rec.info.temperature == pytest.approx(meta.temperature) and rec.info.temperature != 1.0
 
@@ -93,12 +93,13 @@ def test_checkout_models_load_by_name_and_by_path(monkeypatch, tmp_path):
     assert by_name.info.source == "bundled:vgg-small" and by_name.info.metadata.arch == "vgg-small"
     by_path = EmotionRecognizer(REPO / "models" / "vgg-small" / "model.int8.onnx")
     assert by_path.info.metadata.precision == "int8"
-    # outside a checkout the name is unknown, and the message says where the file is in one
-    monkeypatch.setattr(bundled_mod, "checkout_roots", lambda: [tmp_path])
-    monkeypatch.chdir(tmp_path)
+    # an installed package (no source tree above it): the name is unknown, and the message says how
+    # to reach a checkout's models
+    monkeypatch.setattr(bundled_mod, "SOURCE_TREE", tmp_path)
+    monkeypatch.delenv("FER_MODELS_DIR", raising=False)
     with pytest.raises(ModelError, match=r"models/vgg/model\.int8\.onnx") as info:
         EmotionRecognizer("vgg-int8")
-    assert str(tmp_path) in str(info.value)
+    assert "models_dir" in str(info.value) and "FER_MODELS_DIR" in str(info.value)
     with pytest.raises(ModelError, match=r"no bundled model 'vgg'.*models/vgg/model\.onnx"):
         bundled_mod.read_bundled("vgg")
     with pytest.raises(ModelError) as info:  # a path is not taken for a name
@@ -113,15 +114,42 @@ def test_a_checkout_model_differing_from_its_pin_is_refused(monkeypatch, tmp_pat
     (fake / "vgg" / "model.onnx").write_bytes((REPO / "models" / "vgg" / "model.onnx").read_bytes()[:-1])
     registry = json.loads((REPO / "models" / "registry.json").read_text())
     (fake / "registry.json").write_text(json.dumps(registry))
-    monkeypatch.setattr(bundled_mod, "checkout_roots", lambda: [tmp_path])
+    monkeypatch.setenv("FER_MODELS_DIR", str(fake))
     with pytest.raises(ModelIntegrityError, match=r"model 'vgg' \(.*model\.onnx\) is corrupted.*registry\.json pins"):
         EmotionRecognizer("vgg")
     with pytest.raises(ModelError, match="is missing"):
         EmotionRecognizer("vgg-int8")
 
 
+def test_checkout_models_by_name_from_any_working_directory(monkeypatch, tmp_path):
+    """Where the process stands never matters: an installed package finds a checkout's models
+    through models_dir= or $FER_MODELS_DIR, and a folder without a registry is an error."""
+    monkeypatch.setattr(bundled_mod, "SOURCE_TREE", tmp_path)  # as if installed from a wheel
+    monkeypatch.delenv("FER_MODELS_DIR", raising=False)
+    monkeypatch.chdir(REPO)  # standing in a checkout is not enough
+    with pytest.raises(ModelError, match="vgg: no such model file"):
+        EmotionRecognizer("vgg")
+    monkeypatch.chdir(tmp_path)
+    assert EmotionRecognizer("vgg", models_dir=REPO / "models").info.metadata.arch == "vgg"
+    monkeypatch.setenv("FER_MODELS_DIR", str(REPO / "models"))
+    assert EmotionRecognizer("vgg").info.metadata.arch == "vgg"
+    with pytest.raises(ModelError, match="no model registry there"):
+        EmotionRecognizer("vgg", models_dir=tmp_path)
+
+
+def test_known_models_lists_every_model_with_its_figures():
+    entries = {m.name: m for m in fer_runtime.known_models()}
+    assert set(entries) == set(bundled_mod.model_registry())
+    deep = entries["vgg-deep"]
+    assert deep.default and deep.location == "bundled" and deep.precision == "fp32"
+    assert deep.size_bytes == (REPO / "fer_runtime" / "models" / "vgg-deep.onnx").stat().st_size
+    assert deep.public_test_accuracy == pytest.approx(EmotionRecognizer().info.metadata.metrics["test_accuracy"])
+    assert entries["vgg-int8"].location == "checkout" and entries["vgg-int8"].precision == "int8"
+    assert sum(m.default for m in entries.values()) == 1
+
+
 @pytest.mark.data
-@pytest.mark.parametrize("name", sorted(n for n in fer_runtime.known_models() if not n.endswith(("-int8", "-fp16"))))
+@pytest.mark.parametrize("name", sorted(n for n in bundled_mod.model_registry() if not n.endswith(("-int8", "-fp16"))))
 def test_bundled_models_equal_their_shipped_checkpoints(name, faces):
     import torch
 
@@ -163,7 +191,7 @@ def test_predict_accepts_every_documented_layout(rec, faces):
     preds = rec.predict(faces[:3])
     assert [type(p) for p in preds] == [Prediction] * 3
     p = preds[0]
-    assert p.label == rec.labels[p.index] and p.score == pytest.approx(max(p.probabilities.values()))
+    assert p.label == rec.labels[p.index] and p.confidence == pytest.approx(max(p.probabilities.values()))
     assert rec.predict_one(face) == preds[0]
 
 

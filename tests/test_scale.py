@@ -47,21 +47,22 @@ def archive(tmp_path_factory) -> Path:
 
 
 def test_expand_manifest_and_plan(archive, tmp_path):
-    paths = expand([str(archive)])
+    found = expand([str(archive)])
+    paths = [p for p, _ in found]
     assert [Path(p).name for p in paths] == ["astronaut.jpg", "cameraman.jpg", "chelsea.jpg", "grace_hopper.jpg",
-                                             "broken.png", "clip.mp4"]
-    assert expand([str(archive / "*.jpg")]) == paths[:4] and expand(["s3://bucket/a.jpg"]) == ["s3://bucket/a.jpg"]
-    assert expand([f"file://{archive}/"]) == [f"file://{p}" for p in paths]  # a URI prefix is listed
+                                             "broken.png", "clip.mp4"] and all(e is None for _, e in found)
+    assert expand([str(archive / "*.jpg")]) == found[:4] and expand(["s3://bucket/a.jpg"]) == [("s3://bucket/a.jpg", None)]
+    assert expand([f"file://{archive}/"]) == [(f"file://{p}", None) for p in paths]  # a URI prefix is listed
     (tmp_path / "m.csv").write_text("path,note\n" + "\n".join(f"{p},x" for p in paths[:2]) + "\n")
     assert read_manifest(str(tmp_path / "m.csv")) == paths[:2]
-    work = plan(paths, range_frames=12)
+    work = plan(found, range_frames=12)
     assert len(work.images) == 5 and [(r["start"], r["stop"]) for r in work.ranges] == [(0, 12), (12, 24), (24, OPEN_END)]
 
 
 def test_fer_batch_command(archive, tmp_path):
     """The command starts (and stops) its own local Ray instance."""
     out = tmp_path / "rows"
-    command = [sys.executable, "-c", "from fer_runtime.batch_cli import main; main()"]
+    command = [sys.executable, "-c", "from fer_runtime.cli.batch import main; main()"]
     done = subprocess.run([*command, str(archive), "-o", str(out), "--range-frames", "12"], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -88,12 +89,12 @@ def test_run_writes_ordered_rows_with_errors_as_rows(local_ray, archive, tmp_pat
     info = run([str(archive)], str(out), range_frames=12, threads_per_worker=1, batch_size=2)
     assert info["images"] == 5 and info["video_ranges"] == 3 and info["workers"] == 2
     table = pq.read_table(out).to_pandas()
-    images = table[table["frame"] == -1]
-    assert [Path(i).name for i in images["id"]] == ["astronaut.jpg", "cameraman.jpg", "chelsea.jpg",
+    images = table[table["frame"].isna()]
+    assert [Path(i).name for i in images["source"]] == ["astronaut.jpg", "cameraman.jpg", "chelsea.jpg",
                                                     "grace_hopper.jpg", "broken.png"]  # input order
     assert list(images["status"]) == ["ok", "ok", "no_face", "ok", "error"]
     assert "broken.png: not a readable image" in images["error"].iloc[-1]
-    video = table[table["frame"] >= 0]
+    video = table[table["frame"].notna()]
     assert list(video["frame"]) == sorted(video["frame"]) and set(video["frame"]) == set(range(30))
     assert len(video) == 60 and not video.duplicated(["frame", "face"]).any()  # two faces a frame, none twice
 
@@ -138,13 +139,13 @@ def test_a_killed_actor_is_retried_and_no_row_is_lost_or_doubled(local_ray, tmp_
 
     thread = threading.Thread(target=killer)
     thread.start()
-    work = plan(paths)
+    work = plan([(p, None) for p in paths])
     rows = dataset(work, BatchPredictor("vgg-taper-int8", threads=1), workers=2, threads_per_worker=1,
                    batch_size=2).to_pandas()
     done.set()
     thread.join()
     assert killed, "no actor was killed while the job ran"
-    assert list(dict.fromkeys(rows["id"])) == paths  # every image, in order
-    assert not rows.duplicated(["id", "face"]).any()
-    assert (rows["status"] == "ok").all() and rows.groupby("id").size().eq(4).all()
+    assert list(dict.fromkeys(rows["source"])) == paths  # every image, in order
+    assert not rows.duplicated(["source", "face"]).any()
+    assert (rows["status"] == "ok").all() and rows.groupby("source").size().eq(4).all()
     np.testing.assert_array_equal(rows["face"].to_numpy(), np.tile(np.arange(4), len(paths)))

@@ -24,8 +24,8 @@ from fer_bench.clips import Mover, assign_tracks, identity_switches, moving_face
 from fer_runtime import LABELS, EmotionRecognizer
 from fer_runtime.analyzer import VideoAnalyzer
 from fer_runtime.errors import InputError
+from fer_runtime.rows import columns
 from fer_runtime.video import CaptureSource, VideoError, open_video
-from fer_runtime.video_cli import video_columns
 
 SIZE = (240, 320)
 FPS = 10.0
@@ -171,8 +171,9 @@ def test_tracks_keep_their_ids_and_a_returning_face_gets_a_new_one(rec, clip):
     assert len(face0) == 1 and not face0 & face1
     for r in results:
         for f in r.faces:
-            assert set(f.probabilities) == set(LABELS) and abs(sum(f.probabilities.values()) - 1) < 1e-6
-            assert f.label == max(f.probabilities, key=f.probabilities.get)
+            shown = f.smoothed.probabilities
+            assert set(shown) == set(LABELS) and abs(sum(shown.values()) - 1) < 1e-6
+            assert f.label == max(shown, key=shown.get) == f.smoothed.label
 
 
 def test_detect_every_n_carries_boxes_and_smoothing_off_keeps_raw(rec, clip):
@@ -184,15 +185,15 @@ def test_detect_every_n_carries_boxes_and_smoothing_off_keeps_raw(rec, clip):
     assert identity_switches(_assignments(results, truths))["switches"] == 0
     for r in results:
         for f in r.faces:
-            assert f.probabilities == f.raw.probabilities
+            assert f.smoothed == f.prediction
 
 
 def test_smoothed_probabilities_lag_the_raw_ones(rec, clip):
     path, _ = clip
     results = list(VideoAnalyzer(rec.pipeline, smoothing_s=1.0).run(path))
     faces = [f for r in results for f in r.faces if f.track == 1]
-    raw = np.array([[f.raw.probabilities[k] for k in LABELS] for f in faces])
-    smooth = np.array([[f.probabilities[k] for k in LABELS] for f in faces])
+    raw = np.array([f.prediction.vector for f in faces])
+    smooth = np.array([f.smoothed.vector for f in faces])
     np.testing.assert_allclose(smooth[0], raw[0])  # a track starts from its first raw value
     assert np.abs(np.diff(smooth, axis=0)).sum() < np.abs(np.diff(raw, axis=0)).sum()
 
@@ -239,7 +240,7 @@ def test_predict_video_csv_rows_and_summary(clip):
     done = _predict(str(path), "--csv", "--summary", "--no-progress")
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert list(rows[0]) == video_columns(LABELS)
+    assert list(rows[0]) == columns(LABELS, raw=True)
     assert {int(r["frame"]) for r in rows} == set(range(45))  # every frame has a row, faces or not
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == sum(len(t) for t in truths)
@@ -255,7 +256,7 @@ def test_predict_video_json_annotate_and_plot(clip, tmp_path):
     done = _predict(str(path), "--json", "--annotate", str(out), "--plot", str(plot), "--no-progress")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert rows[0]["source"] == str(path) and set(rows[0]) == set(video_columns(LABELS))
+    assert rows[0]["source"] == str(path) and list(rows[0]) == columns(LABELS, raw=True)
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 45
     assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (SIZE[1], SIZE[0])
@@ -292,7 +293,7 @@ def test_kill_9_during_a_video_leaves_a_parseable_file(tmp_path):
     rows = list(csv.DictReader(io.StringIO(text)))
     frames = [int(r["frame"]) for r in rows]
     assert 0 < len(rows) and frames == sorted(frames) and max(frames) < 599
-    assert all(len(r) == len(video_columns(LABELS)) and None not in r.values() for r in rows)
+    assert all(len(r) == len(columns(LABELS, raw=True)) and None not in r.values() for r in rows)
 
 
 def test_ctrl_c_ends_a_run_with_its_summary_and_plot(tmp_path):
@@ -314,11 +315,30 @@ def test_ctrl_c_ends_a_run_with_its_summary_and_plot(tmp_path):
     assert rows and max(r["frame"] for r in rows) < 599
 
 
-def test_predict_refuses_mixing_images_and_videos(clip):
+def test_predict_takes_photos_and_videos_in_one_run(clip, tmp_path):
     path, _ = clip
     photo = Path(__file__).parent / "data" / "photos" / "astronaut.jpg"
-    done = _predict(str(photo), str(path))
-    assert done.returncode == 2 and "separate runs" in done.stderr
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a_photo.jpg").write_bytes(photo.read_bytes())
+    (folder / "b_clip.mp4").write_bytes(path.read_bytes())
+    out = tmp_path / "annotated"
+    done = _predict(str(folder), "--csv", "--no-progress", "--annotate", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert list(rows[0]) == columns(LABELS, raw=True)  # one header for both
+    assert rows[0]["source"].endswith("a_photo.jpg") and rows[0]["frame"] == "" and rows[0]["track"] == ""
+    assert rows[0]["raw_p_Happy"] == rows[0]["p_Happy"]  # a photo's own prediction is not smoothed
+    video = rows[1:]
+    assert {int(r["frame"]) for r in video} == set(range(45)) and all(r["source"].endswith("b_clip.mp4") for r in video)
+    assert sorted(p.name for p in out.iterdir()) == ["a_photo.jpg", "b_clip.mp4"]
+
+
+def test_predict_refuses_what_does_not_fit(clip):
+    path, _ = clip
+    photo = Path(__file__).parent / "data" / "photos" / "astronaut.jpg"
+    done = _predict(str(photo), str(path), "--annotate", "out.mp4")
+    assert done.returncode == 2 and "one video source" in done.stderr
     done = _predict(str(path), "--annotate", str(path))
     assert done.returncode == 2 and "is the input video" in done.stderr
     done = _predict(str(photo), "--summary")

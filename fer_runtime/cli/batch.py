@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Annotated, Any, Optional
 
+from fer_runtime.cli import run_app
 from fer_runtime.errors import FerError
 from fer_runtime.extras import require
 
@@ -17,12 +18,13 @@ def _summary(out_dir: str, seconds: float, info: dict[str, Any]) -> str:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(out_dir, columns=["id", "frame", "status"])
+    table = pq.read_table(out_dir, columns=["source", "frame", "status"])
     counts = {str(k["values"]): int(k["counts"]) for k in pc.value_counts(table.column("status")).to_pylist()}
-    is_image = pc.equal(table.column("frame"), -1)
-    images = len(pc.unique(table.filter(is_image).column("id")))
+    is_image = pc.is_null(table.column("frame"))
+    images = len(pc.unique(table.filter(is_image).column("source")))
     video = table.filter(pc.invert(is_image))
-    frames = len(pc.unique(pc.binary_join_element_wise(video.column("id"), pc.cast(video.column("frame"), "string"), "#")))
+    frames = len(pc.unique(pc.binary_join_element_wise(video.column("source"), pc.cast(video.column("frame"), "string"),
+                                                       "#")))
     return (f"{images:,} images and {frames:,} video frames in {seconds:.1f} s (Ray's start-up included; "
             f"{info['workers']} workers x {info['threads_per_worker']} threads): {table.num_rows:,} rows in {out_dir}, "
             + ", ".join(f"{v:,} {k}" for k, v in sorted(counts.items())))
@@ -32,9 +34,9 @@ def _build_app() -> Any:
     require("fer-batch", ("typer", "ray", "pyarrow"), "scale")
     import typer
 
-    from fer_runtime.cli import _detector_defaults
+    from fer_runtime.app import detector_defaults
 
-    det = _detector_defaults()
+    det = detector_defaults()
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
     @app.command()
@@ -56,7 +58,11 @@ def _build_app() -> Any:
             min=1, help="Videos are split into ranges of this many frames, spread over the actors "
                         "(track ids restart in each range).")] = 900,
         crops: Annotated[bool, typer.Option("--crops", help="Each image is already a face crop (no detection).")] = False,
-        model: Annotated[str, typer.Option(help="Bundled model name or a path every worker can read.")] = "",
+        model: Annotated[str, typer.Option(
+            help="Model name (see fer-predict --list-models) or a path every worker can read.")] = "",
+        models_dir: Annotated[Optional[str], typer.Option(
+            envvar="FER_MODELS_DIR", metavar="DIR",
+            help="A source checkout's models/ folder (readable by every worker), for models not in the wheel.")] = None,
         min_face: Annotated[int, typer.Option(min=1, help="Smallest face to find, in pixels.")] = det["min_face"],
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
     ) -> None:
@@ -82,12 +88,12 @@ def _build_app() -> Any:
             if not paths:
                 raise typer.BadParameter("give INPUTS or --manifest")
             predictor = BatchPredictor(model or None, crops=crops, threads=threads_per_worker,
-                                       detector={"min_face": min_face})
+                                       detector={"min_face": min_face}, models_dir=models_dir)
             start = time.perf_counter()
             info = run(paths, str(out), address=address, workers=workers or None,
                        threads_per_worker=threads_per_worker, batch_size=batch_size, range_frames=range_frames,
                        predictor=predictor)
-        except (FerError, OSError, ValueError) as exc:
+        except (FerError, OSError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
         for problem in info["unreadable_videos"]:
@@ -98,6 +104,4 @@ def _build_app() -> Any:
 
 
 def main() -> None:
-    from fer_runtime.cli import run_app
-
     run_app(_build_app)

@@ -9,90 +9,21 @@ from what each frame gives, in constant memory per track.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
-from fer_runtime.analyzer import FrameResult, VideoAnalyzer
+from fer_runtime.analyzer import VideoAnalyzer
+from fer_runtime.annotate import annotate
 from fer_runtime.errors import FerError, MissingExtraError
+from fer_runtime.results import FrameResult
+from fer_runtime.rows import RowSink, status_row
 from fer_runtime.video import open_video
 
-BOX_COLOR_BGR = (0, 255, 0)
 PLOTTED_TRACKS = 64  # series kept for --plot: the tracks seen longest (the plot shows the top 8)
-
-
-def video_columns(labels: tuple[str, ...]) -> list[str]:
-    """The row keys, in order: smoothed probabilities ``p_<label>``, raw ones ``raw_p_<label>``."""
-    return ["source", "frame", "time_s", "status", "track", "x", "y", "w", "h", "score", "label",
-            *(f"p_{lab}" for lab in labels), *(f"raw_p_{lab}" for lab in labels), "error"]
-
-
-def frame_rows(source: str, result: FrameResult, labels: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One row per face of the frame, or one ``no_face`` row."""
-    base = {"source": source, "frame": result.index, "time_s": round(result.time_s, 4)}
-    if not result.faces:
-        return [{**base, "status": "no_face"}]
-    rows = []
-    for face in result.faces:
-        row = {**base, "status": "ok", "track": face.track, **dict(zip("xywh", face.box)),
-               "score": round(face.score, 4), "label": face.label}
-        row.update({f"p_{lab}": round(face.probabilities[lab], 4) for lab in labels})
-        row.update({f"raw_p_{lab}": round(face.raw.probabilities[lab], 4) for lab in labels})
-        rows.append(row)
-    return rows
-
-
-class VideoRowWriter:
-    """Rows as CSV (a header, then the columns of :func:`video_columns`), JSON Lines or a table;
-    each call to :meth:`write` is one write of whole lines."""
-
-    def __init__(self, stream: TextIO, labels: tuple[str, ...], fmt: str) -> None:
-        self.stream, self.labels, self.fmt, self.columns = stream, labels, fmt, video_columns(labels)
-
-    def start(self) -> None:
-        if self.fmt == "csv":
-            self._emit([dict(zip(self.columns, self.columns))])
-        elif self.fmt == "table":
-            probs = " ".join(f"{lab[:7]:>7s}" for lab in self.labels)
-            self.stream.write(f"{'frame':>6s} {'time_s':>8s} {'track':>5s} {'box x,y,w,h':>19s} "
-                              f"{'label':9s} {probs}  source\n")
-            self.stream.flush()
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        self._emit(rows)
-
-    def _emit(self, rows: list[dict[str, Any]]) -> None:
-        buf = io.StringIO()
-        if self.fmt == "csv":
-            out = csv.writer(buf, lineterminator="\n")
-            for row in rows:
-                out.writerow([row.get(c) for c in self.columns])
-        elif self.fmt == "json":
-            for row in rows:
-                buf.write(json.dumps({c: row.get(c) for c in self.columns}) + "\n")
-        else:
-            for row in rows:
-                buf.write(self._table_line(row))
-        self.stream.write(buf.getvalue())  # one write and one flush per frame: whole lines reach the file
-        self.stream.flush()
-
-    def _table_line(self, row: dict[str, Any]) -> str:
-        where = f"{row['frame'] if row.get('frame') is not None else '-':>6} {row.get('time_s') or 0:8.3f}"
-        if row["status"] != "ok":
-            what = "no face" if row["status"] == "no_face" else f"error: {row.get('error')}"
-            return f"{where} {'-':>5s} {'':>19s} {what}  {row['source']}\n"
-        box = ",".join(str(row[k]) for k in "xywh")
-        probs = " ".join(f"{row[f'p_{lab}']:7.3f}" for lab in self.labels)
-        return f"{where} {row['track']:5d} {box:>19s} {row['label']:9s} {probs}  {row['source']}\n"
-
-    def flush(self) -> None:
-        self.stream.flush()
 
 
 # --- what is kept per track: the summary and the plot ----------------------------------------
@@ -143,7 +74,8 @@ class Timeline:
                 if self.series:
                     self._with_series.add(key)
                     self._bound_series()
-            stats.add(result.time_s, face.label, [face.probabilities[lab] for lab in self.labels])
+            shown = face.reported  # smoothed
+            stats.add(result.time_s, shown.label, [shown.probabilities[lab] for lab in self.labels])
 
     def _bound_series(self) -> None:
         if len(self._with_series) > PLOTTED_TRACKS:
@@ -205,7 +137,8 @@ class Timeline:
 
 
 class AnnotatedVideo:
-    """Writes each frame with its boxes, track ids and labels drawn (OpenCV, mp4v), opened on the first frame."""
+    """Writes each frame with its faces drawn by :func:`~fer_runtime.annotate.annotate` (OpenCV's
+    writer, mp4v), opened on the first frame; frames of another size are resized to the first's."""
 
     def __init__(self, path: Path, fps: float | None) -> None:
         self.path, self.fps, self._writer, self.frames = path, fps or 30.0, None, 0
@@ -214,30 +147,16 @@ class AnnotatedVideo:
     def write(self, image: np.ndarray, result: FrameResult, color_order: str) -> None:
         import cv2
 
-        if image.ndim == 2 or image.shape[2] <= 2:
-            bgr = cv2.cvtColor(np.ascontiguousarray(image if image.ndim == 2 else image[:, :, 0]), cv2.COLOR_GRAY2BGR)
-        else:
-            bgr = np.ascontiguousarray(image[:, :, :3] if color_order == "bgr" else image[:, :, 2::-1])
-        if self._writer is not None and bgr.shape[:2] != self._size[::-1]:  # a writer keeps its first size
-            scale = (self._size[0] / bgr.shape[1], self._size[1] / bgr.shape[0])
-            bgr = cv2.resize(bgr, self._size)
-            result = _scaled(result, scale)
+        bgr = annotate(image, result.faces, color_order="bgr") if color_order == "bgr" else \
+            np.ascontiguousarray(annotate(image, result.faces)[:, :, ::-1])
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = (bgr.shape[1], bgr.shape[0])
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
             if not self._writer.isOpened():
                 raise OSError(f"{self.path}: OpenCV cannot write a video there")
-        thick = max(1, round(max(bgr.shape[:2]) / 400))
-        scale = max(0.4, max(bgr.shape[:2]) / 1400)
-        for face in result.faces:
-            x, y, w, h = face.box
-            cv2.rectangle(bgr, (x, y), (x + w - 1, y + h - 1), BOX_COLOR_BGR, thick)
-            text = f"#{face.track} {face.label} {face.probabilities[face.label]:.2f}"
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-            top = y - th - base - 4 if y >= th + base + 4 else y
-            cv2.rectangle(bgr, (x, top), (x + tw + 4, top + th + base + 4), BOX_COLOR_BGR, -1)
-            cv2.putText(bgr, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        elif bgr.shape[:2] != self._size[::-1]:  # a writer keeps its first size
+            bgr = cv2.resize(bgr, self._size)
         self._writer.write(bgr)
         self.frames += 1
 
@@ -246,33 +165,24 @@ class AnnotatedVideo:
             self._writer.release()
 
 
-def _scaled(result: FrameResult, scale: tuple[float, float]) -> FrameResult:
-    """The result with its boxes scaled by (sx, sy), for a frame drawn at another size."""
-    from dataclasses import replace
-
-    faces = tuple(replace(f, box=(round(f.box[0] * scale[0]), round(f.box[1] * scale[1]),
-                                  round(f.box[2] * scale[0]), round(f.box[3] * scale[1]))) for f in result.faces)
-    return replace(result, faces=faces)
-
-
 # --- running one source ----------------------------------------------------------------------
 
 
 @dataclass
 class VideoJob:
     analyzer: VideoAnalyzer
-    writer: VideoRowWriter
-    labels: tuple[str, ...]
+    sink: RowSink
     timeline: Timeline | None = None
-    annotate_to: Path | None = None
     progress: bool = True
 
 
-def run_source(job: VideoJob, source: Any, name: str, live: bool) -> dict[str, Any] | None:
-    """Process one video, camera or URL; returns its error row, or None when it ran to its end."""
+def run_source(job: VideoJob, source: Any, name: str, live: bool,
+               annotate_to: Path | None = None) -> dict[str, Any] | None:
+    """Process one video, camera or URL, writing each frame's rows as it comes (and its annotated
+    copy to ``annotate_to``); returns its error row, or None when it ran to its end."""
     from tqdm import tqdm
 
-    annotated = AnnotatedVideo(job.annotate_to, None) if job.annotate_to else None
+    annotated = AnnotatedVideo(annotate_to, None) if annotate_to else None
     error = None
     try:
         with open_video(source) as video:
@@ -284,17 +194,16 @@ def run_source(job: VideoJob, source: Any, name: str, live: bool) -> dict[str, A
                 for frame, result in job.analyzer.follow(video):
                     if annotated is not None:
                         annotated.write(frame.image, result, video.color_order)
-                    job.writer.write(frame_rows(name, result, job.labels))
+                    job.sink.write(result.to_rows(name))
                     if job.timeline is not None:
                         job.timeline.add(name, result)
                     bar.update()
     except MissingExtraError:
         raise
     except (FerError, OSError) as exc:
-        error = {"source": name, "status": "error", "error": str(exc).removeprefix(f"{name}: ")}
-        job.writer.write([error])
+        error = status_row(name, "error", error=str(exc).removeprefix(f"{name}: "))
+        job.sink.write([error])
     finally:
         if annotated is not None:
             annotated.close()
-        job.writer.flush()
     return error
