@@ -89,8 +89,9 @@ class GraphBuilder:
         return self.op("Concat", *[self.op("Unsqueeze", s, self.const([0], np.int64)) for s in scalars], axis=0)
 
 
-def tensor(name: str, elem_type: int, shape: Sequence[int | str | None]) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem_type, list(shape))
+def tensor(name: str, elem_type: int, shape: Sequence[int | str | None] | None) -> onnx.ValueInfoProto:
+    """A typed graph input or output; ``shape=None``: rank and sizes left open (subgraph outputs)."""
+    return helper.make_tensor_value_info(name, elem_type, None if shape is None else list(shape))
 
 
 def inline_model(builder: GraphBuilder, model: onnx.ModelProto, prefix: str, feeds: dict[str, str]) -> dict[str, str]:
