@@ -221,16 +221,18 @@ class FrameSettings:
 STRIDES = (8, 16, 32)
 
 
-def shrink_blocks(g: GraphBuilder, image: str, k: str, channels: bool) -> str:
-    """uint8 or int32 (H, W[, C]) -> float32 (H // k, W // k[, C]): means of k x k blocks, as frames.shrink
-    (block sums in int32, then times float32(1 / k^2))."""
+def shrink_blocks(g: GraphBuilder, image: str, k: str, planes: bool) -> str:
+    """uint8 or int32 (H, W) or planes (C, H, W) -> float32 (H // k, W // k) or (C, H // k, W // k): means
+    of k x k blocks, as frames.shrink (block sums in int32, then times float32(1 / k^2))."""
     with g.step("shrink"):
-        h, w = g.op("Div", g.dim(image, 0), k), g.op("Div", g.dim(image, 1), k)
+        first = 1 if planes else 0
+        h, w = g.op("Div", g.dim(image, first), k), g.op("Div", g.dim(image, first + 1), k)
+        axes = [1, 2] if planes else [0, 1]
         cut = g.op("Slice", image, g.const([0, 0], np.int64), g.vec(g.op("Mul", h, k), g.op("Mul", w, k)),
-                   g.const([0, 1], np.int64))
-        tail = [g.scalar(3, np.int64)] if channels else []
-        blocks = g.op("Reshape", g.cast(cut, INT32), g.vec(h, k, w, k, *tail), allowzero=1)
-        sums = g.op("ReduceSum", blocks, g.const([1, 3], np.int64), keepdims=0)
+                   g.const(axes, np.int64))
+        head = [g.dim(image, 0)] if planes else []
+        blocks = g.op("Reshape", g.cast(cut, INT32), g.vec(*head, h, k, w, k), allowzero=1)
+        sums = g.op("ReduceSum", blocks, g.const([first + 1, first + 3], np.int64), keepdims=0)
         k_sq = g.cast(g.op("Mul", k, k), DOUBLE)
         inv = g.cast(g.op("Div", g.scalar(1.0, np.float64), k_sq), FLOAT)
         return g.op("Mul", g.cast(sums, FLOAT), inv)
@@ -249,16 +251,17 @@ def detector_blob(g: GraphBuilder, frame: str, k: str) -> tuple[str, str, str]:
     """uint8 RGB (H, W, 3) -> float32 (1, 3, H', W') BGR blob, zero-padded to multiples of 32 (at least
     32), as frames.detector_blob; also the padded height and width."""
     with g.step("blob"):
+        # Reorder to B, G, R planes while still uint8 (a quarter of the bytes to move), then convert.
+        planes = g.op("Gather", g.op("Transpose", frame, perm=[2, 0, 1]), g.const([2, 1, 0], np.int64), axis=0)
         full = g.child()
-        full_out = full.cast(frame, FLOAT)
+        full_out = full.cast(planes, FLOAT)
         small = g.child()
-        small_out = shrink_blocks(small, frame, k, channels=True)
+        small_out = shrink_blocks(small, planes, k, planes=True)
         is_full = g.op("Equal", k, g.scalar(1, np.int64))
         image = g.op("If", is_full,
                      then_branch=full.graph("full_size", [], [tensor(full_out, FLOAT, None)]),
                      else_branch=small.graph("shrunk", [], [tensor(small_out, FLOAT, None)]))
-        bgr = g.op("Gather", image, g.const([2, 1, 0], np.int64), axis=2)
-        chw = g.op("Unsqueeze", g.op("Transpose", bgr, perm=[2, 0, 1]), g.const([0], np.int64))
+        chw = g.op("Unsqueeze", image, g.const([0], np.int64))
         h, w = g.dim(chw, 2), g.dim(chw, 3)
         thirty_two = g.scalar(32, np.int64)
 
@@ -435,7 +438,7 @@ def rotated_crop(g: GraphBuilder, frame: str, cx: str, cy: str, side: str, cos: 
         rh, rw = g.dim(gray, 0), g.dim(gray, 1)
         k = g.op("Max", one, g.op("Min", g.op("Min", g.op("Div", side, g.scalar(detail, np.int64)), g.scalar(257, np.int64)),
                                   g.op("Min", rh, rw)))
-        small = shrink_blocks(g, gray, k, channels=False)
+        small = shrink_blocks(g, gray, k, planes=False)
         kd, side64 = g.cast(k, DOUBLE), g.cast(side, DOUBLE)
         step = g.op("Max", _f64(g, 1.0), g.op("Div", g.op("Div", side64, kd), _f64(g, float(detail))))
         n = g.cast(g.op("Max", _f64(g, 1.0), g.op("Round", g.op("Div", g.op("Div", side64, kd), step))), INT64)
