@@ -309,7 +309,10 @@ def convert_to_ort(folder: Path) -> list[Path]:
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise ExportError(f"ORT format conversion failed: {last[0][:300]}")
-    return sorted(folder.glob("*.ort")) + sorted(folder.glob("*.config"))
+    configs = sorted(folder.glob("*.config"))
+    for config in configs:  # it names the models by their (temporary) paths: keep the file names only
+        config.write_text(config.read_text().replace(f"{folder}{os.sep}", ""))
+    return sorted(folder.glob("*.ort")) + configs
 
 
 # What two runs of a portable model (another runtime, an .ort twin) must agree on: output -> largest

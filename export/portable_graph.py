@@ -43,13 +43,16 @@ def gray_bt601(g: GraphBuilder, rgb: str) -> str:
         return g.op("Div", rounded, g.scalar(1 << _GRAY_SHIFT, np.int32))  # non-negative: Div is the shift
 
 
-def axis_weights(g: GraphBuilder, n_in: str, n_out: int) -> tuple[str, str]:
+def axis_weights(g: GraphBuilder, n_in: str, n_out: int, transposed: bool = False) -> tuple[str, str]:
     """(weights, denominator) for one axis, as preprocessing._axis_weights: whole-number float64
     (n_out, n_in) weights (area overlaps in units of 1 / n_out when shrinking, the identity when equal;
-    half-pixel bilinear fractions in units of 1 / (2 n_out) when enlarging) and their int64 row sum."""
+    half-pixel bilinear fractions in units of 1 / (2 n_out) when enlarging) and their int64 row sum.
+    ``transposed``: (n_in, n_out) instead, built that way rather than with a Transpose node (ONNX
+    Runtime 1.24 fuses Transpose + MatMul into a FusedMatMul that has no float64 kernel)."""
     with g.step("weights"):
-        i = g.const(np.arange(n_out, dtype=np.int64)[:, None], np.int64)
-        j = g.op("Unsqueeze", g.op("Range", g.scalar(0, np.int64), n_in, g.scalar(1, np.int64)), g.const([0], np.int64))
+        out_axis, in_axis = (0, 1) if transposed else (1, 0)  # the axis each index vector is stretched along
+        i = g.const(np.expand_dims(np.arange(n_out, dtype=np.int64), out_axis), np.int64)
+        j = g.op("Unsqueeze", g.op("Range", g.scalar(0, np.int64), n_in, g.scalar(1, np.int64)), g.const([in_axis], np.int64))
         out = g.scalar(n_out, np.int64)
         one, zero = g.scalar(1, np.int64), g.scalar(0, np.int64)
         # Area: output pixel i covers [i n_in, (i + 1) n_in), input pixel j covers [j n_out, (j + 1) n_out).
@@ -58,7 +61,7 @@ def axis_weights(g: GraphBuilder, n_in: str, n_out: int) -> tuple[str, str]:
         area = g.op("Max", overlap, zero)
         # Bilinear: sample ((2 i + 1) n_in - n_out) / (2 n_out) between its two neighbours, edges clamped.
         twice = g.scalar(2 * n_out, np.int64)
-        num = g.op("Sub", g.op("Mul", g.const(2 * np.arange(n_out, dtype=np.int64)[:, None] + 1, np.int64), n_in), out)
+        num = g.op("Sub", g.op("Mul", g.op("Add", g.op("Mul", i, g.scalar(2, np.int64)), one), n_in), out)
         j0 = g.op("Sub", g.op("Div", g.op("Add", num, twice), twice), one)  # floor division (num > -2 n_out)
         frac = g.op("Sub", num, g.op("Mul", j0, twice))
         last = g.op("Sub", n_in, one)
@@ -85,8 +88,8 @@ def resize_square(g: GraphBuilder, gray: str, size: int) -> str:
     whole numbers (exact in float64 whatever order they sum in), then one rounding half to even."""
     with g.step("resize"):
         rows, row_den = axis_weights(g, g.dim(gray, 1), size)
-        cols, col_den = axis_weights(g, g.dim(gray, 2), size)
-        sums = g.op("MatMul", g.op("MatMul", rows, g.cast(gray, DOUBLE)), g.op("Transpose", cols, perm=[1, 0]))
+        cols, col_den = axis_weights(g, g.dim(gray, 2), size, transposed=True)
+        sums = g.op("MatMul", g.op("MatMul", rows, g.cast(gray, DOUBLE)), cols)
         return round_ratio(g, g.cast(sums, INT64), g.op("Mul", row_den, col_den))
 
 
