@@ -88,6 +88,7 @@ def test_crop_preprocessing_bit_exact_on_500_crops(portable, detector) -> None:
     sizes = {c.shape[:2] for c in crops}
     assert len(crops) >= 500 and (1, 1) in sizes and (400, 400) in sizes
     report = crop_parity(PortableCropModel(portable["int8"]["crop"], threads=1), recognizer("int8"), crops)
+    print(report.line())  # the measured figures docs/PORTABLE.md quotes (pytest -s)
     assert report.preprocessing_identical == report.crops, report.line()
     assert report.worst_probability_diff <= 1e-5, report.line()
 
@@ -134,6 +135,7 @@ def test_frame_model_matches_the_pipeline(portable, detector, precision: str) ->
     frames = parity_scenes()
     report = frame_parity(PortableFrameModel(portable[precision]["frame"], threads=1), recognizer(precision),
                           detector, frames)
+    print(f"{MODELS[precision]}: {report.line()}")
     assert report.faces >= 30, report.line()  # the 8-face frames and the photos' faces
     assert report.count_mismatches == 0 and report.worst_box_diff <= 1.0, report.line()
     assert report.label_agreement >= 0.99 and report.worst_probability_diff <= 0.01, report.line()
