@@ -35,12 +35,39 @@ LEVELS = 256
 # --- crop steps ----------------------------------------------------------------------------------
 
 def gray_bt601(g: GraphBuilder, rgb: str) -> str:
-    """uint8 (..., 3) RGB -> int32 (...) grey: (R*9798 + G*19235 + B*3735 + 2**14) >> 15, as to_gray."""
+    """uint8 (..., 3) RGB -> int32 (...) grey: (R*9798 + G*19235 + B*3735 + 2**14) >> 15, as to_gray.
+
+    Computed as one float32 MatMul: every product and partial sum is a whole number below 2**24, so
+    float32 holds it exactly whatever order the sum takes, and dividing by 2**15 then flooring is the shift."""
     with g.step("gray"):
-        weighted = g.op("Mul", g.cast(rgb, INT32), g.const(_GRAY_WEIGHTS_RGB, np.int32))
-        acc = g.op("ReduceSum", weighted, g.const([-1], np.int64), keepdims=0)
-        rounded = g.op("Add", acc, g.scalar(1 << (_GRAY_SHIFT - 1), np.int32))
-        return g.op("Div", rounded, g.scalar(1 << _GRAY_SHIFT, np.int32))  # non-negative: Div is the shift
+        weights = g.const(_GRAY_WEIGHTS_RGB.astype(np.float32)[:, None], np.float32)
+        acc = g.op("MatMul", g.cast(rgb, FLOAT), weights)
+        rounded = g.op("Add", g.op("Squeeze", acc, g.const([-1], np.int64)), g.scalar(float(1 << (_GRAY_SHIFT - 1)), np.float32))
+        return g.cast(g.op("Floor", g.op("Mul", rounded, g.scalar(1.0 / (1 << _GRAY_SHIFT), np.float32))), INT32)
+
+
+def _weights(g: GraphBuilder, i: str, j: str, n_in: str, n_out: int) -> tuple[str, str]:
+    """The resampling weights of output pixels ``i`` over input pixels ``j`` (int64 tensors shaped to
+    broadcast against each other and ``n_in``): whole-number float64 weights and their row sum."""
+    out = g.scalar(n_out, np.int64)
+    one, zero = g.scalar(1, np.int64), g.scalar(0, np.int64)
+    # Area: output pixel i covers [i n_in, (i + 1) n_in), input pixel j covers [j n_out, (j + 1) n_out).
+    lo, hi = g.op("Mul", i, n_in), g.op("Mul", g.op("Add", i, one), n_in)
+    overlap = g.op("Sub", g.op("Min", hi, g.op("Mul", g.op("Add", j, one), out)), g.op("Max", lo, g.op("Mul", j, out)))
+    area = g.op("Max", overlap, zero)
+    # Bilinear: sample ((2 i + 1) n_in - n_out) / (2 n_out) between its two neighbours, edges clamped.
+    twice = g.scalar(2 * n_out, np.int64)
+    num = g.op("Sub", g.op("Mul", g.op("Add", g.op("Mul", i, g.scalar(2, np.int64)), one), n_in), out)
+    j0 = g.op("Sub", g.op("Div", g.op("Add", num, twice), twice), one)  # floor division (num > -2 n_out)
+    frac = g.op("Sub", num, g.op("Mul", j0, twice))
+    last = g.op("Sub", n_in, one)
+    left = g.op("Min", g.op("Max", j0, zero), last)
+    right = g.op("Min", g.op("Max", g.op("Add", j0, one), zero), last)
+    bilinear = g.op("Add", g.op("Mul", g.op("Sub", twice, frac), g.cast(g.op("Equal", j, left), INT64)),
+                    g.op("Mul", frac, g.cast(g.op("Equal", j, right), INT64)))
+    shrinking = g.op("GreaterOrEqual", n_in, out)
+    weights = g.cast(g.op("Where", shrinking, area, bilinear), DOUBLE)
+    return weights, g.op("Where", shrinking, n_in, twice)
 
 
 def axis_weights(g: GraphBuilder, n_in: str, n_out: int, transposed: bool = False) -> tuple[str, str]:
@@ -53,25 +80,22 @@ def axis_weights(g: GraphBuilder, n_in: str, n_out: int, transposed: bool = Fals
         out_axis, in_axis = (0, 1) if transposed else (1, 0)  # the axis each index vector is stretched along
         i = g.const(np.expand_dims(np.arange(n_out, dtype=np.int64), out_axis), np.int64)
         j = g.op("Unsqueeze", g.op("Range", g.scalar(0, np.int64), n_in, g.scalar(1, np.int64)), g.const([in_axis], np.int64))
-        out = g.scalar(n_out, np.int64)
-        one, zero = g.scalar(1, np.int64), g.scalar(0, np.int64)
-        # Area: output pixel i covers [i n_in, (i + 1) n_in), input pixel j covers [j n_out, (j + 1) n_out).
-        lo, hi = g.op("Mul", i, n_in), g.op("Mul", g.op("Add", i, one), n_in)
-        overlap = g.op("Sub", g.op("Min", hi, g.op("Mul", g.op("Add", j, one), out)), g.op("Max", lo, g.op("Mul", j, out)))
-        area = g.op("Max", overlap, zero)
-        # Bilinear: sample ((2 i + 1) n_in - n_out) / (2 n_out) between its two neighbours, edges clamped.
-        twice = g.scalar(2 * n_out, np.int64)
-        num = g.op("Sub", g.op("Mul", g.op("Add", g.op("Mul", i, g.scalar(2, np.int64)), one), n_in), out)
-        j0 = g.op("Sub", g.op("Div", g.op("Add", num, twice), twice), one)  # floor division (num > -2 n_out)
-        frac = g.op("Sub", num, g.op("Mul", j0, twice))
-        last = g.op("Sub", n_in, one)
-        left = g.op("Min", g.op("Max", j0, zero), last)
-        right = g.op("Min", g.op("Max", g.op("Add", j0, one), zero), last)
-        bilinear = g.op("Add", g.op("Mul", g.op("Sub", twice, frac), g.cast(g.op("Equal", j, left), INT64)),
-                        g.op("Mul", frac, g.cast(g.op("Equal", j, right), INT64)))
-        shrinking = g.op("GreaterOrEqual", n_in, out)
-        weights = g.cast(g.op("Where", shrinking, area, bilinear), DOUBLE)
-        return weights, g.op("Where", shrinking, n_in, twice)
+        return _weights(g, i, j, n_in, n_out)
+
+
+def face_axis_weights(g: GraphBuilder, n_in: str, n_out: int, transposed: bool = False) -> tuple[str, str]:
+    """axis_weights for F faces at once: ``n_in`` int64 (F,) -> (F, n_out, S) weights (or (F, S, n_out)),
+    S the largest n_in, zero beyond each face's own n_in, and the (F,) denominators."""
+    with g.step("weights"):
+        out_axis, in_axis = (2, 1) if transposed else (1, 2)
+        span = g.op("ReduceMax", n_in, keepdims=0)
+        i = g.const(np.expand_dims(np.arange(n_out, dtype=np.int64), [0, in_axis]), np.int64)
+        j = g.op("Unsqueeze", g.op("Range", g.scalar(0, np.int64), span, g.scalar(1, np.int64)), g.const([0, out_axis], np.int64))
+        per_face = g.op("Unsqueeze", n_in, g.const([1, 2], np.int64))
+        weights, denominator = _weights(g, i, j, per_face, n_out)
+        inside = g.op("Less", j, per_face)
+        weights = g.op("Where", inside, weights, g.scalar(0.0, np.float64))
+        return weights, g.op("Reshape", denominator, g.const([-1], np.int64))
 
 
 def round_ratio(g: GraphBuilder, numerator: str, denominator: str) -> str:
@@ -353,9 +377,9 @@ def _f64(g: GraphBuilder, value: float) -> str:
     return g.scalar(value, np.float64)
 
 
-def _pick(g: GraphBuilder, vector: str, index: int) -> str:
-    """Element ``index`` of a 1-D tensor, as a scalar."""
-    return g.op("Gather", vector, g.scalar(index, np.int64), axis=0)
+def _pick(g: GraphBuilder, tensor_: str, index: int) -> str:
+    """Element ``index`` along the last axis: a scalar of a (4,) box, a (F,) vector of (F, 4) boxes."""
+    return g.op("Gather", tensor_, g.scalar(index, np.int64), axis=-1)
 
 
 def face_frame(g: GraphBuilder, box: str, marks: str, s: FrameSettings) -> tuple[str, str, str, str, str, str]:
@@ -368,7 +392,7 @@ def face_frame(g: GraphBuilder, box: str, marks: str, s: FrameSettings) -> tuple
         cx = g.op("Add", x, g.op("Div", w, _f64(g, 2.0)))
         cy = g.op("Add", g.op("Add", y, g.op("Div", h, _f64(g, 2.0))), g.op("Mul", _f64(g, s.crop_shift), h))
         pixels = g.cast(g.op("Max", _f64(g, 1.0), g.op("Round", side)), INT64)  # max(1, round(side)), half to even
-        right_eye, left_eye = (g.op("Gather", marks64, g.scalar(i, np.int64), axis=0) for i in (0, 1))
+        right_eye, left_eye = (g.op("Gather", marks64, g.scalar(i, np.int64), axis=-2) for i in (0, 1))
         d = g.op("Sub", left_eye, right_eye)
         dx, dy = _pick(g, d, 0), _pick(g, d, 1)
         # cos and sin of atan2(dy, dx) as the eye line's direction (atan2(0, 0) = 0: level).
@@ -429,22 +453,32 @@ def level_crop(g: GraphBuilder, frame: str, cx: str, cy: str, side: str, region:
         return gray_bt601(g, pixels)
 
 
-def rotated_crop(g: GraphBuilder, frame: str, cx: str, cy: str, side: str, cos: str, sin: str,
-                 region: tuple[str, ...], detail: int) -> str:
-    """A crop along the eye line, as frames.crop_gray's rotated path: the region in grey, box-averaged by a
-    whole factor, then sampled bilinearly at most ``detail`` pixels a side: int32 (n, n) grey."""
+def rotated_sampling(g: GraphBuilder, side: str, region: tuple[str, ...], detail: int) -> tuple[str, str, str]:
+    """How frames.crop_gray samples a rotated crop: the whole box-averaging factor k (int64), the step
+    between samples in averaged pixels (float64) and the samples per side n (int64). Elementwise: one face
+    or all of them."""
+    x0, y0, x1, y1 = region
+    one = g.scalar(1, np.int64)
+    with g.step("sampling"):
+        room = g.op("Min", g.op("Sub", y1, y0), g.op("Sub", x1, x0))
+        k = g.op("Max", one, g.op("Min", g.op("Min", g.op("Div", side, g.scalar(detail, np.int64)), g.scalar(257, np.int64)),
+                                  room))
+        kd, side64 = g.cast(k, DOUBLE), g.cast(side, DOUBLE)
+        step = g.op("Max", _f64(g, 1.0), g.op("Div", g.op("Div", side64, kd), _f64(g, float(detail))))
+        n = g.cast(g.op("Max", _f64(g, 1.0), g.op("Round", g.op("Div", g.op("Div", side64, kd), step))), INT64)
+        return k, step, n
+
+
+def rotated_crop(g: GraphBuilder, frame: str, cx: str, cy: str, cos: str, sin: str, region: tuple[str, ...],
+                 k: str, step: str, n: str) -> str:
+    """A crop along the eye line, as frames.crop_gray's rotated path: the region in grey, box-averaged by
+    ``k``, then sampled bilinearly n x n: int32 (n, n) grey."""
     x0, y0, x1, y1 = region
     one = g.scalar(1, np.int64)
     with g.step("rotated_crop"):
         rgb = g.op("Slice", frame, g.vec(y0, x0), g.vec(y1, x1), g.const([0, 1], np.int64))
-        gray = gray_bt601(g, rgb)
-        rh, rw = g.dim(gray, 0), g.dim(gray, 1)
-        k = g.op("Max", one, g.op("Min", g.op("Min", g.op("Div", side, g.scalar(detail, np.int64)), g.scalar(257, np.int64)),
-                                  g.op("Min", rh, rw)))
-        small = shrink_blocks(g, gray, k, planes=False)
-        kd, side64 = g.cast(k, DOUBLE), g.cast(side, DOUBLE)
-        step = g.op("Max", _f64(g, 1.0), g.op("Div", g.op("Div", side64, kd), _f64(g, float(detail))))
-        n = g.cast(g.op("Max", _f64(g, 1.0), g.op("Round", g.op("Div", g.op("Div", side64, kd), step))), INT64)
+        small = shrink_blocks(g, gray_bt601(g, rgb), k, planes=False)
+        kd = g.cast(k, DOUBLE)
         # sample offsets u = (arange(n) - (n - 1) / 2) * (k * step), in float32 as NumPy computes them
         centred = g.op("Sub", g.cast(g.op("Range", g.scalar(0, np.int64), n, one), FLOAT),
                        g.cast(g.op("Div", g.cast(g.op("Sub", n, one), DOUBLE), _f64(g, 2.0)), FLOAT))
@@ -494,29 +528,49 @@ def bilinear(g: GraphBuilder, image: str, sx: str, sy: str) -> str:
 
 
 def face_crops(g: GraphBuilder, frame: str, boxes: str, marks: str, size: int, s: FrameSettings) -> str:
-    """Per face (a Loop): the crop framing and roll correction of the runtime, then the resize:
-    int64 (F, size, size) grey."""
+    """The crop framing and roll correction of the runtime, then the resize: int64 (F, size, size) grey.
+    The geometry and the resize weights are computed for all faces at once; a Loop then cuts each face
+    (the crops differ in size) with as few nodes per face as it can."""
     with g.step("crops"):
         height, width = g.dim(frame, 0), g.dim(frame, 1)
+        cx, cy, side, cos, sin, level = face_frame(g, boxes, marks, s)
+        region = crop_region(g, cx, cy, side, cos, sin, height, width)
+        k, step, n = rotated_sampling(g, side, region, s.crop_detail)
+        cut = g.op("Where", level, side, n)  # the crop's side before the resize
+        rows, row_den = face_axis_weights(g, cut, size)
+        cols, _ = face_axis_weights(g, cut, size, transposed=True)
+        denominator = g.op("Mul", row_den, row_den)  # square crops: the same weights on both axes
+
         body = g.child()
         i = "crops/face_index"
-        box = body.op("Gather", boxes, i, axis=0)
-        face_marks = body.op("Gather", marks, i, axis=0)
-        cx, cy, side, cos, sin, level = face_frame(body, box, face_marks, s)
-        region = crop_region(body, cx, cy, side, cos, sin, height, width)
+        one = body.op("Unsqueeze", i, body.const([0], np.int64))
+        after = body.op("Add", one, body.scalar(1, np.int64))
+
+        def this(vector: str) -> str:
+            return body.op("Gather", vector, i, axis=0)
+
+        fx, fy, fside, fcos, fsin, flevel, fk, fstep, fn, fcut = (this(v) for v in (cx, cy, side, cos, sin, level, k, step, n, cut))
+        fregion = tuple(this(v) for v in region)
         level_branch, rotated_branch = body.child(), body.child()
-        level_out = level_crop(level_branch, frame, cx, cy, side, region)
-        rotated_out = rotated_crop(rotated_branch, frame, cx, cy, side, cos, sin, region, s.crop_detail)
-        gray = body.op("If", level,
+        level_out = level_crop(level_branch, frame, fx, fy, fside, fregion)
+        rotated_out = rotated_crop(rotated_branch, frame, fx, fy, fcos, fsin, fregion, fk, fstep, fn)
+        gray = body.op("If", flevel,
                        then_branch=level_branch.graph("level", [], [tensor(level_out, INT32, None)]),
                        else_branch=rotated_branch.graph("rotated", [], [tensor(rotated_out, INT32, None)]))
-        resized = resize_square(body, body.op("Unsqueeze", gray, body.const([0], np.int64)), size)
-        crop = body.op("Squeeze", resized, body.const([0], np.int64))
+        with body.step("resize"):
+            size_vec = body.const([size], np.int64)
+            span = body.op("Unsqueeze", fcut, body.const([0], np.int64))
+            face_rows = body.op("Slice", rows, body.op("Concat", one, body.const([0, 0], np.int64), axis=0),
+                                body.op("Concat", after, size_vec, span, axis=0))
+            face_cols = body.op("Slice", cols, body.op("Concat", one, body.const([0, 0], np.int64), axis=0),
+                                body.op("Concat", after, span, size_vec, axis=0))
+            sums = body.op("MatMul", body.op("MatMul", face_rows, body.cast(body.op("Unsqueeze", gray, body.const([0], np.int64)), DOUBLE)),
+                           face_cols)
+            crop = body.op("Squeeze", round_ratio(body, body.cast(sums, INT64), this(denominator)), body.const([0], np.int64))
         cond_out = body.op("Identity", "crops/cond")
         body_graph = body.graph("face", [tensor(i, INT64, []), tensor("crops/cond", BOOL, [])],
                                 [tensor(cond_out, BOOL, []), tensor(crop, INT64, [size, size])])
-        count = g.dim(boxes, 0)
-        return g.op("Loop", count, "", body=body_graph)
+        return g.op("Loop", g.dim(boxes, 0), "", body=body_graph)
 
 
 # --- the frame model -----------------------------------------------------------------------------
