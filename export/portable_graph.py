@@ -278,18 +278,9 @@ def detector_blob(g: GraphBuilder, frame: str, k: str) -> tuple[str, str, str]:
     """uint8 RGB (H, W, 3) -> float32 (1, 3, H', W') BGR blob, zero-padded to multiples of 32 (at least
     32), as frames.detector_blob; also the padded height and width."""
     with g.step("blob"):
-        # Reorder to B, G, R planes while still uint8 (a quarter of the bytes to move), then convert.
+        # Reorder to B, G, R planes and pad while still uint8 (a quarter of the bytes to move), then convert.
         planes = g.op("Gather", g.op("Transpose", frame, perm=[2, 0, 1]), g.const([2, 1, 0], np.int64), axis=0)
-        full = g.child()
-        full_out = full.cast(planes, FLOAT)
-        small = g.child()
-        small_out = shrink_blocks(small, planes, k, planes=True)
-        is_full = g.op("Equal", k, g.scalar(1, np.int64))
-        image = g.op("If", is_full,
-                     then_branch=full.graph("full_size", [], [tensor(full_out, FLOAT, None)]),
-                     else_branch=small.graph("shrunk", [], [tensor(small_out, FLOAT, None)]))
-        chw = g.op("Unsqueeze", image, g.const([0], np.int64))
-        h, w = g.dim(chw, 2), g.dim(chw, 3)
+        h, w = g.op("Div", g.dim(frame, 0), k), g.op("Div", g.dim(frame, 1), k)
         thirty_two = g.scalar(32, np.int64)
 
         def padded(n: str) -> str:
@@ -298,8 +289,16 @@ def detector_blob(g: GraphBuilder, frame: str, k: str) -> tuple[str, str, str]:
 
         ph, pw = padded(h), padded(w)
         zero = g.scalar(0, np.int64)
-        pads = g.vec(zero, zero, zero, zero, zero, zero, g.op("Sub", ph, h), g.op("Sub", pw, w))
-        return g.op("Pad", chw, pads), ph, pw
+        pads = g.vec(zero, zero, zero, zero, g.op("Sub", ph, h), g.op("Sub", pw, w))
+        full = g.child()
+        full_out = full.cast(full.op("Pad", planes, pads), FLOAT)
+        small = g.child()
+        small_out = small.op("Pad", shrink_blocks(small, planes, k, planes=True), pads)
+        is_full = g.op("Equal", k, g.scalar(1, np.int64))
+        image = g.op("If", is_full,
+                     then_branch=full.graph("full_size", [], [tensor(full_out, FLOAT, None)]),
+                     else_branch=small.graph("shrunk", [], [tensor(small_out, FLOAT, None)]))
+        return g.op("Unsqueeze", image, g.const([0], np.int64)), ph, pw
 
 
 def decode_stride(g: GraphBuilder, raw: dict[str, str], stride: int, ph: str, pw: str) -> tuple[str, str, str]:
