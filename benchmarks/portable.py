@@ -33,8 +33,10 @@ def bench_inputs() -> dict[str, np.ndarray]:
     crop = np.asarray(Image.fromarray(face).resize((150, 170), Image.BILINEAR))
     rng = np.random.default_rng(0)
     batch = np.clip(crop[None].astype(np.int16) + rng.integers(-20, 21, (256, 1, 1, 3)), 0, 255).astype(np.uint8)
-    eight, _ = multi_face_frame(photo_faces(FaceDetector()), [40, 60, 80, 100, 120, 150, 180, 220], np.random.default_rng(1))
-    return {"crop": crop[None], "crops": batch, "frame_640x480": one_face_frame((480, 640), 150), "frame_1280x720": eight}
+    widths = [40, 60, 80, 100, 120, 150, 180, 220]
+    eight, _ = multi_face_frame(photo_faces(FaceDetector()), widths, np.random.default_rng(1))
+    return {"crop": crop[None], "crops": batch, "frame_640x480": one_face_frame((480, 640), 150),
+            "frame_1280x720": eight}
 
 
 TASKS = (("predict_proba, batch 1 (170x150)", "crop"), ("predict_proba, batch 256 (170x150)", "crops"),
@@ -64,12 +66,14 @@ def portable_latency(models: Sequence[str], rounds: int, threads: int | None,
         for task, key in TASKS:
             x = inputs[key]
             if key.startswith("frame"):
-                calls = {"numpy": lambda x=x: recognizer.detect(x), "portable": lambda x=x: frame_model.detect(x)}
+                calls = {"numpy": lambda x=x, r=recognizer: r.detect(x),
+                         "portable": lambda x=x, m=frame_model: m.detect(x)}
                 ref = reference_faces(x, recognizer, recognizer.pipeline.detector).probabilities
                 got = frame_model.detect(x)[1]
                 diff = (float("inf") if got.shape != ref.shape else float(np.abs(got - ref).max()) if ref.size else 0.0)
             else:
-                calls = {"numpy": lambda x=x: recognizer.predict_proba(x), "portable": lambda x=x: crop_model.predict_proba(x)}
+                calls = {"numpy": lambda x=x, r=recognizer: r.predict_proba(x),
+                         "portable": lambda x=x, m=crop_model: m.predict_proba(x)}
                 diff = float(np.abs(crop_model.predict_proba(x) - recognizer.predict_proba(x)).max())
             times = time_interleaved(calls, rounds // 8 if key == "crops" else rounds, warmup=3)
             rows.append({"model": name, "task": task, "numpy": times["numpy"], "portable": times["portable"],

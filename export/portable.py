@@ -26,7 +26,14 @@ import numpy as np
 
 from fer_export.onnx_export import ExportError, _staging
 from fer_runtime import __version__
-from fer_runtime.bundled import BUNDLED_DETECTORS, DEFAULT_DETECTOR, checkout_hint, known_models, read_bundled, read_bundled_detector
+from fer_runtime.bundled import (
+    BUNDLED_DETECTORS,
+    DEFAULT_DETECTOR,
+    checkout_hint,
+    known_models,
+    read_bundled,
+    read_bundled_detector,
+)
 from fer_runtime.detector import FaceDetector
 from fer_runtime.errors import ModelError
 from fer_runtime.metadata import METADATA_KEY, ModelMetadata
@@ -305,7 +312,7 @@ def convert_to_ort(folder: Path) -> list[Path]:
     (onnxruntime.tools.convert_onnx_models_to_ort, 'Fixed' style: ORT Mobile's CPU provider)."""
     cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(folder),
            "--output_dir", str(folder), "--optimization_style", "Fixed", "--target_platform", "arm"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise ExportError(f"ORT format conversion failed: {last[0][:300]}")

@@ -42,8 +42,14 @@ def gray_bt601(g: GraphBuilder, rgb: str) -> str:
     with g.step("gray"):
         weights = g.const(_GRAY_WEIGHTS_RGB.astype(np.float32)[:, None], np.float32)
         acc = g.op("MatMul", g.cast(rgb, FLOAT), weights)
-        rounded = g.op("Add", g.op("Squeeze", acc, g.const([-1], np.int64)), g.scalar(float(1 << (_GRAY_SHIFT - 1)), np.float32))
+        half = g.scalar(float(1 << (_GRAY_SHIFT - 1)), np.float32)
+        rounded = g.op("Add", g.op("Squeeze", acc, g.const([-1], np.int64)), half)
         return g.cast(g.op("Floor", g.op("Mul", rounded, g.scalar(1.0 / (1 << _GRAY_SHIFT), np.float32))), INT32)
+
+
+def arange(g: GraphBuilder, n: str) -> str:
+    """0, 1, ..., n - 1 (int64) for an int64 scalar n."""
+    return g.op("Range", g.scalar(0, np.int64), n, g.scalar(1, np.int64))
 
 
 def _weights(g: GraphBuilder, i: str, j: str, n_in: str, n_out: int) -> tuple[str, str]:
@@ -79,7 +85,7 @@ def axis_weights(g: GraphBuilder, n_in: str, n_out: int, transposed: bool = Fals
     with g.step("weights"):
         out_axis, in_axis = (0, 1) if transposed else (1, 0)  # the axis each index vector is stretched along
         i = g.const(np.expand_dims(np.arange(n_out, dtype=np.int64), out_axis), np.int64)
-        j = g.op("Unsqueeze", g.op("Range", g.scalar(0, np.int64), n_in, g.scalar(1, np.int64)), g.const([in_axis], np.int64))
+        j = g.op("Unsqueeze", arange(g, n_in), g.const([in_axis], np.int64))
         return _weights(g, i, j, n_in, n_out)
 
 
@@ -90,7 +96,7 @@ def face_axis_weights(g: GraphBuilder, n_in: str, n_out: int, transposed: bool =
         out_axis, in_axis = (2, 1) if transposed else (1, 2)
         span = g.op("ReduceMax", n_in, keepdims=0)
         i = g.const(np.expand_dims(np.arange(n_out, dtype=np.int64), [0, in_axis]), np.int64)
-        j = g.op("Unsqueeze", g.op("Range", g.scalar(0, np.int64), span, g.scalar(1, np.int64)), g.const([0, out_axis], np.int64))
+        j = g.op("Unsqueeze", arange(g, span), g.const([0, out_axis], np.int64))
         per_face = g.op("Unsqueeze", n_in, g.const([1, 2], np.int64))
         weights, denominator = _weights(g, i, j, per_face, n_out)
         inside = g.op("Less", j, per_face)
@@ -133,7 +139,8 @@ def equalize_hist(g: GraphBuilder, pixels: str) -> str:
         rest = g.op("Max", g.op("Sub", total, first_count), g.scalar(1, np.int64))
         scale = g.op("Div", g.scalar(255.0, np.float32), g.cast(rest, FLOAT))
         above = g.cast(g.op("Sub", cum, first_count), FLOAT)
-        lut = g.op("Clip", g.op("Round", g.op("Mul", above, scale)), g.scalar(0.0, np.float32), g.scalar(255.0, np.float32))
+        lut = g.op("Clip", g.op("Round", g.op("Mul", above, scale)),
+                   g.scalar(0.0, np.float32), g.scalar(255.0, np.float32))
         single_level = g.op("Equal", first_count, total)  # OpenCV leaves a one-level image unchanged
         lut = g.op("Where", single_level, g.const(np.arange(LEVELS, dtype=np.float32)[None], np.float32), lut)
         return g.cast(g.op("GatherElements", lut, pixels, axis=1), INT64)
@@ -143,7 +150,8 @@ def scale_levels(g: GraphBuilder, pixels: str, config: PreprocessConfig) -> str:
     """int64 (N, P) levels -> float32 (N, 1, S, S) model input, via the runtime's own level table."""
     with g.step("scale"):
         levels = g.const(_scaled_levels(config.mean, config.std), np.float32)
-        return g.op("Reshape", g.op("Gather", levels, pixels, axis=0), g.const([0, 1, config.size, config.size], np.int64))
+        shape = g.const([0, 1, config.size, config.size], np.int64)
+        return g.op("Reshape", g.op("Gather", levels, pixels, axis=0), shape)
 
 
 def model_input(g: GraphBuilder, small: str, config: PreprocessConfig) -> str:
@@ -322,7 +330,7 @@ def decode_stride(g: GraphBuilder, raw: dict[str, str], stride: int, ph: str, pw
         score = g.op("Sqrt", g.op("Mul", cls, obj))
         bbox, kps = squeezed("bbox"), squeezed("kps")
         offset, log_size = g.op("Split", bbox, g.const([2, 2], np.int64), axis=1, outputs=2)
-        size = g.op("Mul", g.cast(g.op("Exp", g.cast(log_size, DOUBLE)), FLOAT), sf)  # as detector.decode: exp in float64
+        size = g.op("Mul", g.cast(g.op("Exp", g.cast(log_size, DOUBLE)), FLOAT), sf)  # exp in float64, as decode
         centre = g.op("Mul", g.op("Add", cells, offset), sf)
         boxes = g.op("Concat", g.op("Sub", centre, g.op("Div", size, g.scalar(2.0, np.float32))), size, axis=1)
         points = g.op("Reshape", kps, g.const([-1, 5, 2], np.int64))
@@ -364,9 +372,7 @@ def detect_faces(g: GraphBuilder, frame: str, yunet: onnx.ModelProto, s: FrameSe
         boxes = g.op("Mul", g.op("Gather", boxes, kept, axis=0), kf)
         marks = g.op("Mul", g.op("Gather", marks, kept, axis=0), kf)
         scores = g.op("Gather", scores, kept, axis=0)
-        wide = g.op("GreaterOrEqual", g.op("Squeeze", g.op("Slice", boxes, g.const([2], np.int64), g.const([3], np.int64),
-                                                           g.const([1], np.int64)), g.const([1], np.int64)),
-                    g.scalar(float(s.min_face), np.float32))
+        wide = g.op("GreaterOrEqual", _pick(g, boxes, 2), g.scalar(float(s.min_face), np.float32))
         return tuple(g.op("Compress", t, wide, axis=0) for t in (boxes, scores, marks))  # type: ignore[return-value]
 
 
@@ -460,8 +466,8 @@ def rotated_sampling(g: GraphBuilder, side: str, region: tuple[str, ...], detail
     one = g.scalar(1, np.int64)
     with g.step("sampling"):
         room = g.op("Min", g.op("Sub", y1, y0), g.op("Sub", x1, x0))
-        k = g.op("Max", one, g.op("Min", g.op("Min", g.op("Div", side, g.scalar(detail, np.int64)), g.scalar(257, np.int64)),
-                                  room))
+        factor = g.op("Min", g.op("Div", side, g.scalar(detail, np.int64)), g.scalar(257, np.int64))
+        k = g.op("Max", one, g.op("Min", factor, room))
         kd, side64 = g.cast(k, DOUBLE), g.cast(side, DOUBLE)
         step = g.op("Max", _f64(g, 1.0), g.op("Div", g.op("Div", side64, kd), _f64(g, float(detail))))
         n = g.cast(g.op("Max", _f64(g, 1.0), g.op("Round", g.op("Div", g.op("Div", side64, kd), step))), INT64)
@@ -548,7 +554,8 @@ def face_crops(g: GraphBuilder, frame: str, boxes: str, marks: str, size: int, s
         def this(vector: str) -> str:
             return body.op("Gather", vector, i, axis=0)
 
-        fx, fy, fside, fcos, fsin, flevel, fk, fstep, fn, fcut = (this(v) for v in (cx, cy, side, cos, sin, level, k, step, n, cut))
+        per_face = (cx, cy, side, cos, sin, level, k, step, n, cut)
+        fx, fy, fside, fcos, fsin, flevel, fk, fstep, fn, fcut = (this(v) for v in per_face)
         fregion = tuple(this(v) for v in region)
         level_branch, rotated_branch = body.child(), body.child()
         level_out = level_crop(level_branch, frame, fx, fy, fside, fregion)
@@ -563,9 +570,10 @@ def face_crops(g: GraphBuilder, frame: str, boxes: str, marks: str, size: int, s
                                 body.op("Concat", after, size_vec, span, axis=0))
             face_cols = body.op("Slice", cols, body.op("Concat", one, body.const([0, 0], np.int64), axis=0),
                                 body.op("Concat", after, span, size_vec, axis=0))
-            sums = body.op("MatMul", body.op("MatMul", face_rows, body.cast(body.op("Unsqueeze", gray, body.const([0], np.int64)), DOUBLE)),
-                           face_cols)
-            crop = body.op("Squeeze", round_ratio(body, body.cast(sums, INT64), this(denominator)), body.const([0], np.int64))
+            stacked = body.cast(body.op("Unsqueeze", gray, body.const([0], np.int64)), DOUBLE)
+            sums = body.op("MatMul", body.op("MatMul", face_rows, stacked), face_cols)
+            rounded = round_ratio(body, body.cast(sums, INT64), this(denominator))
+            crop = body.op("Squeeze", rounded, body.const([0], np.int64))
         cond_out = body.op("Identity", "crops/cond")
         body_graph = body.graph("face", [tensor(i, INT64, []), tensor("crops/cond", BOOL, [])],
                                 [tensor(cond_out, BOOL, []), tensor(crop, INT64, [size, size])])

@@ -32,7 +32,10 @@ class PortableModel:
     def __init__(self, model: str | os.PathLike[str] | bytes, *, providers: str | Sequence[str] = "cpu",
                  threads: int | None = None, session: Any = None) -> None:
         if session is None:
-            data, source = (model, "portable model") if isinstance(model, bytes) else (Path(model).read_bytes(), str(model))
+            if isinstance(model, bytes):
+                data, source = model, "portable model"
+            else:
+                data, source = Path(model).read_bytes(), str(model)
             session = make_session(data, source, providers=providers, threads=threads)
         else:
             source = "injected session"
@@ -63,7 +66,8 @@ class PortableCropModel(PortableModel):
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         batch = np.asarray(images)
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
-            raise InputError(f"the crop model takes uint8 RGB crops (N, H, W, 3) of one size, got {batch.dtype} {batch.shape}")
+            raise InputError("the crop model takes uint8 RGB crops (N, H, W, 3) of one size, "
+                             f"got {batch.dtype} {batch.shape}")
         return self.run(batch)["probabilities"]
 
 
@@ -78,6 +82,6 @@ class PortableFrameModel(PortableModel):
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape:
             raise InputError(f"the frame model takes one uint8 RGB frame (H, W, 3), got {arr.dtype} {arr.shape}")
         out = self.run(arr)
-        found = [Detection(tuple(map(float, b)), float(s), tuple((float(x), float(y)) for x, y in m))  # type: ignore[arg-type]
+        found = [Detection(tuple(map(float, b)), float(s), tuple(map(tuple, m.astype(float).tolist())))  # type: ignore[arg-type]
                  for b, s, m in zip(out["boxes"], out["scores"], out["landmarks"])]
         return found, out["probabilities"]
