@@ -31,8 +31,7 @@ def fer_export(
 
     Any failure is a one-line error and exit code 1; nothing is left at the output paths then.
 
-    `fer-export --portable NAME -o DIR` instead writes the portable crop and frame models of a shipped
-    model (no checkpoint, no torch; `fer-export --portable NAME --help` lists its options).
+    `fer-export --portable NAME -o DIR`: a shipped model's portable crop and frame models instead (no torch).
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
     from fer_export.onnx_export import ExportError, export_onnx
