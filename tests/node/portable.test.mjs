@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { classifyCrops, detectFaces } from "./example.mjs";
+import { classifyCrops, detectFaces, open } from "./example.mjs";
 
 const dir = process.env.FER_GOLDEN_DIR;
 if (!dir) throw new Error("FER_GOLDEN_DIR is not set: run python -m pytest tests/test_portable.py, which writes the goldens");
@@ -39,11 +39,11 @@ for (const [name, load] of Object.entries(runtimes)) {
   test(`${name}: crop model`, async (t) => {
     const ort = await load();
     let worst = 0;
-    const model = fs.readFileSync(path.join(dir, manifest.models.crop));
+    const session = await open(ort, fs.readFileSync(path.join(dir, manifest.models.crop)));
     const checks = manifest.crop_checks;
     for (const c of manifest.crops) {
       const [count, height, width] = c.input.shape;
-      const got = await classifyCrops(ort, model, read(c.input), count, height, width);
+      const got = await classifyCrops(ort, session, read(c.input), count, height, width);
       const diff = maxDiff(got.probabilities, read(c.probabilities));
       assert.ok(diff <= checks.probabilities, `${c.name}: |probability diff| ${diff} > ${checks.probabilities}`);
       worst = Math.max(worst, diff);
@@ -57,7 +57,7 @@ for (const [name, load] of Object.entries(runtimes)) {
 
   test(`${name}: crop model preprocessing is bit-exact`, async () => {
     const ort = await load();
-    const session = await ort.InferenceSession.create(fs.readFileSync(path.join(dir, manifest.models.crop)));
+    const session = await open(ort, fs.readFileSync(path.join(dir, manifest.models.crop)));
     for (const c of manifest.crops) {
       const out = await session.run({ image: new ort.Tensor("uint8", read(c.input), c.input.shape) });
       assert.equal(maxDiff(out.preprocessed.data, read(c.preprocessed)), 0, `${c.name}: preprocessing differs`);
@@ -68,13 +68,13 @@ for (const [name, load] of Object.entries(runtimes)) {
     const ort = await load();
     const worst = {};
     let sameCrops = 0;
-    const model = fs.readFileSync(path.join(dir, manifest.models.frame));
+    const session = await open(ort, fs.readFileSync(path.join(dir, manifest.models.frame)));
     const checks = manifest.frame_checks;
     let faces = 0;
     let agree = 0;
     for (const f of manifest.frames) {
       const [height, width] = f.input.shape;
-      const got = await detectFaces(ort, model, read(f.input), height, width);
+      const got = await detectFaces(ort, session, read(f.input), height, width);
       assert.equal(got.scores.length, f.faces, `${f.name}: ${got.scores.length} faces, expected ${f.faces}`);
       for (const output of ["boxes", "landmarks", "scores", "probabilities"]) {
         const diff = maxDiff(got[output], read(f[output]));
