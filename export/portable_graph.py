@@ -388,8 +388,11 @@ def _pick(g: GraphBuilder, tensor_: str, index: int) -> str:
 
 
 def face_frame(g: GraphBuilder, box: str, marks: str, s: FrameSettings) -> tuple[str, str, str, str, str, str]:
-    """One face's crop geometry in float64, as pipeline.crop_face and the start of frames.crop_gray:
-    centre (cx, cy), side (whole pixels, int64), cos and sin of the eye line's roll, and whether it is level."""
+    """The crop geometry in float64, as pipeline.crop_face and the start of frames.crop_gray, for a (4,) box
+    or (F, 4) boxes: centre (cx, cy), side (whole pixels, int64), cos and sin of the eye line's roll, and
+    whether it is level. cos and sin are the eye vector over its length, where crop_gray takes
+    cos(atan2(dy, dx)): the two agree to a float64 rounding or two, below what float32 (in which the crop
+    uses them) can tell apart in all but rare cases."""
     with g.step("framing"):
         box64, marks64 = g.cast(box, DOUBLE), g.cast(marks, DOUBLE)
         x, y, w, h = (_pick(g, box64, i) for i in range(4))
