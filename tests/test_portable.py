@@ -139,8 +139,9 @@ def test_frame_model_matches_the_pipeline(portable, detector, precision: str) ->
     assert report.faces >= 30, report.line()  # the 8-face frames and the photos' faces
     assert report.count_mismatches == 0 and report.worst_box_diff <= 1.0, report.line()
     assert report.label_agreement >= 0.99 and report.worst_probability_diff <= 0.01, report.line()
-    # measured: every crop identical and probabilities within 1e-6 (see docs/PORTABLE.md)
-    assert report.crops_identical == report.faces, report.line()
+    # Same YuNet outputs give identical crops (all of them on the development machine, docs/PORTABLE.md); a CPU
+    # whose kernels sum YuNet's convolutions differently in the two sessions may move a pixel by one level.
+    assert report.crops_identical >= 0.9 * report.faces, report.line()
 
 
 def test_metadata_names_the_sources(portable) -> None:
