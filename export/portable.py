@@ -70,9 +70,17 @@ def read_sources(model: str) -> tuple[Source, Source]:
         data, where = read_model_bytes(model, known_models(), model, read_bundled, checkout_hint)
     except ModelError as exc:
         raise ExportError(str(exc)) from exc
-    name = model if model in known_models() else Path(model).stem
+    name = model if model in known_models() else _name_of(Path(model))
     detector = BUNDLED_DETECTORS[DEFAULT_DETECTOR]
     return Source(name, data, where), Source(DEFAULT_DETECTOR, read_bundled_detector(), detector.filename)
+
+
+def _name_of(path: Path) -> str:
+    """A name for a model file: its stem, or for the checkout's models/<name>/model[.int8].onnx, <name>[-int8]."""
+    stem = path.stem
+    if stem == "model" or stem.startswith("model."):
+        return path.resolve().parent.name + stem[len("model"):].replace(".", "-")
+    return stem
 
 
 # --- building ------------------------------------------------------------------------------------
