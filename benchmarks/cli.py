@@ -5,6 +5,7 @@
     fer-bench accuracy --model model.onnx --checkpoint best.pt --data fer2013.csv
     fer-bench latency --batch-sizes 1,32 --threads 1
     fer-bench arch vgg-small vgg-small:widths=24-48-96-192   # latency of architectures before training
+    fer-bench portable        # the portable ONNX graphs against the NumPy path
 """
 
 from __future__ import annotations
@@ -359,6 +360,23 @@ def scale(
     _report("scale", out_dir, lambda: scale_benchmark(
         min(images, 40) if quick else images, min(video_frames, 90) if quick else video_frames,
         min(range_frames, 30) if quick else range_frames, progress=_say), scale_markdown)
+
+
+@app.command()
+def portable(
+    models: Annotated[Optional[list[str]], typer.Option("--model", help="Classifiers (repeat); default: the fast variant and the default model.")] = None,
+    rounds: Annotated[int, typer.Option(help="Interleaved timed rounds per call (batch 256: an eighth as many).")] = 100,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core).")] = 2,
+    quick: QuickOpt = False,
+    out_dir: OutOpt = Path("bench-results"),
+) -> None:
+    """The portable graphs (fer-export --portable) against the NumPy path: predict_proba at batch 1 and 256,
+    detect on a 640x480 frame with one face and a 1280x720 frame with eight."""
+    from fer_bench.portable import portable_latency, portable_markdown
+
+    _report("portable", out_dir, lambda: portable_latency(models or ["vgg-taper-int8", "vgg-deep"],
+                                                          min(rounds, 16) if quick else rounds, threads or None,
+                                                          progress=_say), portable_markdown)
 
 
 def run() -> None:

@@ -37,7 +37,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {d: _version(d) for d in ("fer-edge", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "onnx")},
-        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(k)},
+        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") if os.environ.get(k)},
     }
     try:
         import onnxruntime as ort

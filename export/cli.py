@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,6 +30,8 @@ def fer_export(
     PyTorch on real PublicTest faces (max |logit diff| <= 1e-4, identical argmax, batch 1 and 64).
 
     Any failure is a one-line error and exit code 1; nothing is left at the output paths then.
+
+    `fer-export --portable NAME -o DIR`: a shipped model's portable crop and frame models instead (no torch).
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
     from fer_export.onnx_export import ExportError, export_onnx
@@ -51,4 +54,11 @@ def fer_export(
 
 
 def main() -> None:
+    from fer_runtime.extras import wants_portable
+
+    if wants_portable(sys.argv[1:]):  # the portable models have their own, torch-free command line
+        from fer_export.portable_cli import main as portable_main
+
+        portable_main()
+        return
     app()

@@ -336,26 +336,56 @@ def export_onnx(
 
     Raises :class:`ExportError` when anything fails; nothing is left at the output paths then.
     """
-    from fer_train.data import DataError, file_sha256, load_fer2013
-
     t0 = time.perf_counter()
     checkpoint, output = Path(checkpoint), Path(output)
+    _check_arguments(opset, parity_faces)
+    _check_writable(output)
+    model, ckpt = _load_model(checkpoint)
+    pcfg = PreprocessConfig.from_dict(ckpt.preprocess)
+    fer, test, x_test = _test_faces(data, pcfg)
+    meta = _metadata(ckpt, checkpoint, pcfg, opset)
+    with _staging(output.parent) as stage:
+        tmp = stage / output.name
+        session, parity = _export_fp32(model, pcfg, tmp, meta, opset, x_test[:parity_faces], tolerance)
+        report = ExportReport(str(output), tmp.stat().st_size, 0.0, opset, parity)
+        fp32_pred = _run(session, x_test, 256).argmax(1)
+        staged = [(tmp, output)]
+        for precision, convert in _conversions(int8, fp16, fer, pcfg, calibration_faces):
+            final = output.with_name(f"{output.stem}.{precision}.onnx")
+            vtmp = stage / final.name
+            report.variants.append(_export_variant(convert, tmp, vtmp, final, precision, meta, x_test, test.labels,
+                                                   fp32_pred, min_int8_agreement))
+            staged.append((vtmp, final))
+        for src, dst in staged:  # everything validated: move all files into place together
+            os.replace(src, dst)
+    report.seconds = time.perf_counter() - t0
+    log.info("%s", report.summary())
+    return report
+
+
+def _check_arguments(opset: int, parity_faces: int) -> None:
     if opset < 17:
         raise ExportError(f"opset {opset} is too old; use 17 or newer")
     if parity_faces < 1:
         raise ExportError("parity needs at least one face")
-    _check_writable(output)
-    model, ckpt = _load_model(checkpoint)
-    pcfg = PreprocessConfig.from_dict(ckpt.preprocess)
+
+
+def _test_faces(data: str | Path | None, pcfg: PreprocessConfig) -> tuple[Any, Any, np.ndarray]:
+    """FER2013 (for int8 calibration), its PublicTest split and those faces preprocessed by the runtime."""
+    from fer_train.data import DataError, load_fer2013
+
     try:
         fer = load_fer2013(data)
         test = fer.split("PublicTest")
     except DataError as exc:
         raise ExportError(f"parity checks need FER2013's PublicTest faces: {exc}") from exc
-    x_test = preprocess(test.images, pcfg)
-    x_parity = x_test[:parity_faces]
+    return fer, test, preprocess(test.images, pcfg)
 
-    meta = ModelMetadata(
+
+def _metadata(ckpt: Checkpoint, checkpoint: Path, pcfg: PreprocessConfig, opset: int) -> ModelMetadata:
+    from fer_train.data import file_sha256
+
+    return ModelMetadata(
         labels=tuple(ckpt.labels), preprocess=pcfg, temperature=float(ckpt.temperature or 1.0),
         arch=ckpt.arch, precision="fp32", checkpoint_sha256=file_sha256(checkpoint),
         metrics=_summarise_metrics(ckpt.metrics),
@@ -363,49 +393,53 @@ def export_onnx(
                "training_data": ckpt.data, "package_version": __version__,
                "checkpoint_epoch": ckpt.epoch, "opset": opset, "exporter": "torch.onnx.export(dynamo=True)"},
     )
-    with _staging(output.parent) as stage:
-        tmp = stage / output.name
-        to_onnx(model, pcfg.size, tmp, opset)
-        _add_metadata(tmp, meta)
-        _check_onnx(tmp)
-        session = _session(tmp)
-        parity = check_parity(model, session, x_parity, tolerance)
-        if not parity.passed:
-            raise ExportError(
-                f"parity check failed on {parity.faces} faces: max |logit diff| {parity.max_abs_diff:.3e} "
-                f"(limit {tolerance:.0e}), {len(parity.mismatched_faces)} argmax mismatches "
-                f"(first: {parity.mismatched_faces[:5]})"
-            )
-        report = ExportReport(str(output), tmp.stat().st_size, 0.0, opset, parity)
-        fp32_pred = _run(session, x_test, 256).argmax(1)
-        conversions = []
-        if int8:
-            train_faces = fer.split("Training")
-            pick = np.random.default_rng(0).choice(len(train_faces), min(calibration_faces, len(train_faces)), replace=False)
-            calib = preprocess(train_faces.images[np.sort(pick)], pcfg)  # Training faces only, never test data
-            conversions.append(("int8", lambda src, dst: quantize_int8(src, dst, calib)))
-        if fp16:
-            conversions.append(("fp16", _convert_fp16))
-        staged = [(tmp, output)]
-        for precision, convert in conversions:
-            final = output.with_name(f"{output.stem}.{precision}.onnx")
-            vtmp = stage / final.name
-            convert(tmp, vtmp)
-            _check_onnx(vtmp)
-            vreport = _variant_report(final, precision, _session(vtmp), x_test, test.labels, fp32_pred)  # size set below
-            if precision == "int8" and vreport.argmax_agreement < min_int8_agreement:
-                raise ExportError(f"int8 argmax agreement with fp32 is {vreport.argmax_agreement:.2%} "
-                                  f"(< {min_int8_agreement:.0%}); nothing was written")
-            _add_metadata(vtmp, meta.with_changes(precision=precision,
-                                                  metrics={**meta.metrics, "test_accuracy": vreport.test_accuracy}))
-            vreport.size_bytes = vtmp.stat().st_size
-            report.variants.append(vreport)
-            staged.append((vtmp, final))
-        for src, dst in staged:  # everything validated: move all files into place together
-            os.replace(src, dst)
-    report.seconds = time.perf_counter() - t0
-    log.info("%s", report.summary())
-    return report
+
+
+def _export_fp32(model: Any, pcfg: PreprocessConfig, tmp: Path, meta: ModelMetadata, opset: int,
+                 x_parity: np.ndarray, tolerance: float) -> tuple[Any, ParityReport]:
+    """Export, add metadata, onnx.checker, open a session and hold it to PyTorch; raises on a failed parity."""
+    to_onnx(model, pcfg.size, tmp, opset)
+    _add_metadata(tmp, meta)
+    _check_onnx(tmp)
+    session = _session(tmp)
+    parity = check_parity(model, session, x_parity, tolerance)
+    if not parity.passed:
+        raise ExportError(
+            f"parity check failed on {parity.faces} faces: max |logit diff| {parity.max_abs_diff:.3e} "
+            f"(limit {tolerance:.0e}), {len(parity.mismatched_faces)} argmax mismatches "
+            f"(first: {parity.mismatched_faces[:5]})"
+        )
+    return session, parity
+
+
+def _conversions(int8: bool, fp16: bool, fer: Any, pcfg: PreprocessConfig,
+                 calibration_faces: int) -> list[tuple[str, Any]]:
+    """(precision, convert(src, dst)) for each variant asked for."""
+    conversions = []
+    if int8:
+        train_faces = fer.split("Training")
+        pick = np.random.default_rng(0).choice(len(train_faces), min(calibration_faces, len(train_faces)), replace=False)
+        calib = preprocess(train_faces.images[np.sort(pick)], pcfg)  # Training faces only, never test data
+        conversions.append(("int8", lambda src, dst: quantize_int8(src, dst, calib)))
+    if fp16:
+        conversions.append(("fp16", _convert_fp16))
+    return conversions
+
+
+def _export_variant(convert: Any, fp32: Path, vtmp: Path, final: Path, precision: str, meta: ModelMetadata,
+                    x_test: np.ndarray, y_test: np.ndarray, fp32_pred: np.ndarray,
+                    min_int8_agreement: float) -> VariantReport:
+    """Convert, onnx.checker, score on PublicTest against fp32 (int8 gated on agreement), add metadata."""
+    convert(fp32, vtmp)
+    _check_onnx(vtmp)
+    vreport = _variant_report(final, precision, _session(vtmp), x_test, y_test, fp32_pred)  # size set below
+    if precision == "int8" and vreport.argmax_agreement < min_int8_agreement:
+        raise ExportError(f"int8 argmax agreement with fp32 is {vreport.argmax_agreement:.2%} "
+                          f"(< {min_int8_agreement:.0%}); nothing was written")
+    _add_metadata(vtmp, meta.with_changes(precision=precision,
+                                          metrics={**meta.metrics, "test_accuracy": vreport.test_accuracy}))
+    vreport.size_bytes = vtmp.stat().st_size
+    return vreport
 
 
 def _summarise_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -194,7 +194,9 @@ def decode(
             continue
         cells = _grid(height // s, width // s)[keep]
         bbox, kps = raw[f"bbox_{s}"][0, keep], raw[f"kps_{s}"][0, keep].reshape(-1, 5, 2)
-        size = np.exp(bbox[:, 2:4]) * s
+        # exp in float64, rounded once to float32: the correctly rounded value, which any runtime's float64
+        # exp reproduces (float32 exp implementations differ in the last bit; the portable models rely on this)
+        size = np.exp(bbox[:, 2:4].astype(np.float64)).astype(np.float32) * s
         centre = (cells + bbox[:, 0:2]) * s
         boxes.append(np.concatenate([centre - size / 2, size], axis=1))
         marks.append((kps + cells[:, None, :]) * s)

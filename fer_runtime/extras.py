@@ -20,6 +20,8 @@ TOOLS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "fer-eval": ("train", ("typer", "torch", "tqdm", "matplotlib"), "fer_train.cli:eval_main"),
     "fer-export": ("train", ("typer", "torch", "onnx", "onnxscript"), "fer_export.cli:main"),
     "fer-bench": ("train", ("typer", "torch", "onnx", "tqdm", "matplotlib", "PIL"), "fer_bench.cli:run"),
+    # The portable models start from the shipped .onnx files: the runtime and onnx, no torch.
+    "fer-export --portable": ("portable", ("onnx",), "fer_export.portable_cli:main"),
 }
 
 
@@ -58,8 +60,12 @@ def fer_eval() -> None:
     _launch("fer-eval")
 
 
+def wants_portable(argv: Sequence[str]) -> bool:
+    return any(arg == "--portable" or arg.startswith("--portable=") for arg in argv)
+
+
 def fer_export() -> None:
-    _launch("fer-export")
+    _launch("fer-export --portable" if wants_portable(sys.argv[1:]) else "fer-export")
 
 
 def fer_bench() -> None:

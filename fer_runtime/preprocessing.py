@@ -6,7 +6,7 @@ disagree. Every step is written to match OpenCV, which the tests use as the orac
 
 * colour -> gray with ``cv2.cvtColor``'s fixed-point BT.601 weights (bit-exact),
 * resize to 48x48 with area averaging when shrinking and bilinear (half-pixel
-  centres) when enlarging (within one grey level of ``cv2.resize``),
+  centres) when enlarging, in exact arithmetic (within one grey level of ``cv2.resize``),
 * histogram equalization bit-exact with ``cv2.equalizeHist``,
 * scaling ``(x / 255 - mean) / std``.
 """
@@ -74,42 +74,51 @@ def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix resampling one axis: area averaging or bilinear (cached: crops repeat sizes)."""
-    if n_in == n_out:
-        return np.eye(n_out)
-    scale = n_in / n_out
+def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, int]:
+    """``(weights, denominator)`` resampling one axis: weights an integer-valued float64 (n_out, n_in)
+    matrix whose rows sum to ``denominator`` (cached: crops repeat sizes).
+
+    Area averaging when shrinking (the identity when equal): output pixel i covers input
+    [i n_in / n_out, (i + 1) n_in / n_out), so in units of 1 / n_out every overlap is a whole number
+    and the denominator is n_in. Bilinear with half-pixel centres, edges clamped (cv2.INTER_LINEAR)
+    when enlarging: the sample point ((2 i + 1) n_in - n_out) / (2 n_out) has its fraction in units
+    of 1 / (2 n_out). Whole-number weights keep every product and partial sum of the resize exact in
+    float64, so the result does not depend on the order a matrix product sums in (BLAS, ONNX Runtime).
+    """
     w = np.zeros((n_out, n_in))
-    if n_in > n_out:
-        # Area: output pixel i covers input interval [i*scale, (i+1)*scale).
+    if n_in >= n_out:
         for i in range(n_out):
-            lo, hi = i * scale, (i + 1) * scale
-            for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), n_in)):
-                w[i, j] = min(hi, j + 1) - max(lo, j)
-        w /= scale
-        w.flags.writeable = False
-        return w
-    # Bilinear with half-pixel centres, edges clamped (cv2.INTER_LINEAR).
-    for i in range(n_out):
-        src = (i + 0.5) * scale - 0.5
-        j0 = int(np.floor(src))
-        frac = src - j0
-        w[i, min(max(j0, 0), n_in - 1)] += 1.0 - frac
-        w[i, min(max(j0 + 1, 0), n_in - 1)] += frac
+            lo, hi = i * n_in, (i + 1) * n_in
+            for j in range(lo // n_out, min(-(-hi // n_out), n_in)):
+                w[i, j] = min(hi, (j + 1) * n_out) - max(lo, j * n_out)
+        denominator = n_in
+    else:
+        denominator = 2 * n_out
+        for i in range(n_out):
+            j0, frac = divmod((2 * i + 1) * n_in - n_out, denominator)
+            w[i, min(max(j0, 0), n_in - 1)] += denominator - frac
+            w[i, min(max(j0 + 1, 0), n_in - 1)] += frac
     w.flags.writeable = False
-    return w
+    return w, denominator
+
+
+def _round_ratio(numerator: np.ndarray, denominator: int) -> np.ndarray:
+    """Non-negative integers / a positive integer, rounded half to even, in exact integer arithmetic."""
+    q, r = np.divmod(numerator, denominator)
+    return q + ((2 * r > denominator) | ((2 * r == denominator) & (q % 2 == 1)))
 
 
 def resize(gray: np.ndarray, size: int = 48) -> np.ndarray:
-    """uint8 (H, W) or (N, H, W) -> uint8 (..., size, size); area when shrinking, bilinear when enlarging."""
+    """uint8 (H, W) or (N, H, W) -> uint8 (..., size, size); area when shrinking, bilinear when enlarging,
+    exact: the weighted sums are computed without rounding, then rounded half to even once."""
     h, w = gray.shape[-2:]
     if (h, w) == (size, size):
         return gray
     if h == 0 or w == 0:
         raise InputError(f"cannot resize an empty image of shape {gray.shape}")
-    wy, wx = _axis_weights(h, size), _axis_weights(w, size)
-    out = wy @ gray.astype(np.float64) @ wx.T
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    (wy, dy), (wx, dx) = _axis_weights(h, size), _axis_weights(w, size)
+    sums = (wy @ gray.astype(np.float64) @ wx.T).astype(np.int64)  # whole numbers below 2**53: exact
+    return np.clip(_round_ratio(sums, dy * dx), 0, 255).astype(np.uint8)
 
 
 def _equalize_luts(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
