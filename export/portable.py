@@ -30,7 +30,7 @@ from fer_runtime.bundled import (
     BUNDLED_DETECTORS,
     DEFAULT_DETECTOR,
     checkout_hint,
-    known_models,
+    model_registry,
     read_bundled,
     read_bundled_detector,
 )
@@ -65,12 +65,14 @@ class Source:
 
 
 def read_sources(model: str) -> tuple[Source, Source]:
-    """The classifier (a name from known_models() or a path) and the bundled detector, sha256-checked."""
+    """The classifier (a name from model_registry(): the wheel's, or a checkout's through $FER_MODELS_DIR or
+    the package's source tree; or a path) and the bundled detector, sha256-checked."""
+    registry = model_registry()
     try:
-        data, where = read_model_bytes(model, known_models(), model, read_bundled, checkout_hint)
+        data, where = read_model_bytes(model, registry, model, read_bundled, checkout_hint)
     except ModelError as exc:
         raise ExportError(str(exc)) from exc
-    name = model if model in known_models() else _name_of(Path(model))
+    name = model if model in registry else _name_of(Path(model))
     detector = BUNDLED_DETECTORS[DEFAULT_DETECTOR]
     return Source(name, data, where), Source(DEFAULT_DETECTOR, read_bundled_detector(), detector.filename)
 
@@ -287,21 +289,17 @@ def frame_parity(model: PortableFrameModel, recognizer: EmotionRecognizer, detec
 
 def checkout_photos() -> list[np.ndarray]:
     """The test photos of a source checkout as RGB arrays ([] outside one or without Pillow)."""
-    from fer_runtime.bundled import checkout_roots
+    from fer_runtime.bundled import SOURCE_TREE
 
     try:
         from PIL import Image
     except ImportError:
         return []
-    for root in checkout_roots():
-        folder = root / "tests" / "data" / "photos"
-        if folder.is_dir():
-            out = []
-            for path in sorted(folder.glob("*.jpg")):
-                with Image.open(path) as im:
-                    out.append(np.asarray(im.convert("RGB")))
-            return out
-    return []
+    out = []
+    for path in sorted((SOURCE_TREE / "tests" / "data" / "photos").glob("*.jpg")):
+        with Image.open(path) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return out
 
 
 def parity_frames(rng: np.random.Generator, photos: list[np.ndarray]) -> list[np.ndarray]:

@@ -77,7 +77,7 @@ def _weights(g: GraphBuilder, i: str, j: str, n_in: str, n_out: int) -> tuple[st
 
 
 def axis_weights(g: GraphBuilder, n_in: str, n_out: int, transposed: bool = False) -> tuple[str, str]:
-    """(weights, denominator) for one axis, as preprocessing._axis_weights: whole-number float64
+    """(weights, denominator) for one axis, as preprocessing.axis_weights: whole-number float64
     (n_out, n_in) weights (area overlaps in units of 1 / n_out when shrinking, the identity when equal;
     half-pixel bilinear fractions in units of 1 / (2 n_out) when enlarging) and their int64 row sum.
     ``transposed``: (n_in, n_out) instead, built that way rather than with a Transpose node (ONNX

@@ -74,7 +74,7 @@ def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, int]:
+def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, int]:
     """``(weights, denominator)`` resampling one axis: weights an integer-valued float64 (n_out, n_in)
     matrix whose rows sum to ``denominator`` (cached: crops repeat sizes).
 
@@ -116,7 +116,7 @@ def resize(gray: np.ndarray, size: int = 48) -> np.ndarray:
         return gray
     if h == 0 or w == 0:
         raise InputError(f"cannot resize an empty image of shape {gray.shape}")
-    (wy, dy), (wx, dx) = _axis_weights(h, size), _axis_weights(w, size)
+    (wy, dy), (wx, dx) = axis_weights(h, size), axis_weights(w, size)
     sums = (wy @ gray.astype(np.float64) @ wx.T).astype(np.int64)  # whole numbers below 2**53: exact
     return np.clip(_round_ratio(sums, dy * dx), 0, 255).astype(np.uint8)
 
