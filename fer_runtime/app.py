@@ -35,7 +35,8 @@ def detector_defaults() -> dict[str, Any]:
 @dataclass(frozen=True)
 class RecognizerOptions:
     """How a command builds its recognizer. ``threads``: per model (None: ONNX Runtime's default).
-    ``crops``: inputs are face crops, so no detector is made. ``detector``: :data:`DETECTOR_OPTIONS`."""
+    ``crops``: inputs are face crops, so no detector is made. ``detector``: :data:`DETECTOR_OPTIONS`.
+    ``tta`` and ``ensemble``: the accuracy options of :class:`EmotionRecognizer`."""
 
     model: str | None = None
     providers: str = "auto"
@@ -44,6 +45,8 @@ class RecognizerOptions:
     crops: bool = False
     detector: dict[str, Any] = field(default_factory=dict)
     models_dir: str | None = None
+    tta: str | None = None
+    ensemble: tuple[str, ...] = ()
 
 
 def make_recognizer(options: RecognizerOptions) -> EmotionRecognizer:
@@ -52,7 +55,8 @@ def make_recognizer(options: RecognizerOptions) -> EmotionRecognizer:
     session = {"providers": options.providers, "threads": options.threads}
     detector = None if options.crops else FaceDetector(max_pixels=options.max_pixels, **options.detector, **session)
     return EmotionRecognizer(options.model, max_pixels=options.max_pixels, detector=detector,
-                             models_dir=options.models_dir, **session)
+                             models_dir=options.models_dir, tta=options.tta,
+                             ensemble=list(options.ensemble) or None, **session)
 
 
 # --- inputs ---------------------------------------------------------------------------------

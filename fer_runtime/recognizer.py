@@ -28,6 +28,7 @@ from fer_runtime.session import (
     read_model_bytes,
     remember_arguments,
 )
+from fer_runtime.tta import Views, views_for
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,40 @@ def read_metadata(session: Any, source: str) -> ModelMetadata:
     return ModelMetadata.from_json(raw, source)
 
 
+class ModelSession:
+    """One classifier: its ONNX Runtime session, checked against the model's own metadata."""
+
+    def __init__(self, session: Any, source: str) -> None:
+        self.session = session
+        self.input_name, self.output_name = _check_io(session, source)
+        meta = read_metadata(session, source)
+        if len(meta.labels) != _output_width(session):
+            raise ModelError(f"{source}: metadata lists {len(meta.labels)} labels but the model outputs "
+                             f"{_output_width(session)}")
+        if not _dims_ok(session.get_inputs()[0].shape[2:], (meta.preprocess.size, meta.preprocess.size)):
+            raise ModelError(f"{source}: metadata asks for {meta.preprocess.size}x{meta.preprocess.size} faces but the "
+                             f"model takes {session.get_inputs()[0].shape[2:]}")
+        self.info = ModelInfo(source, meta)
+
+    def logits(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
+        return in_chunks(lambda part: self.session.run([self.output_name], {self.input_name: part})[0], batch,
+                         batch_size)
+
+
 class EmotionRecognizer(PicklesByArguments):
     """Classify facial expressions in face crops (:meth:`predict`) or whole frames (:meth:`detect`).
 
     ``EmotionRecognizer()`` loads the bundled default model (offline, sha256-checked);
     ``model`` may name another bundled model (:data:`BUNDLED_MODELS`), a checkout model (found in
     ``models_dir``, ``$FER_MODELS_DIR`` or the package's own source tree; :func:`known_models`
-    lists them all) or be a path to an ``.onnx`` file made by ``fer-export``. Images may be arrays, image file paths or PIL images (see :meth:`predict`).
+    lists them all) or be a path to an ``.onnx`` file made by ``fer-export``. Images may be arrays,
+    image file paths or PIL images (see :meth:`predict`).
+
+    Accuracy for time: ``tta`` classifies several views of each face and averages their calibrated
+    probabilities (``"flip"``: the face and its mirror image, 2 passes; ``"crops"``: the face shifted
+    by up to a pixel five ways, and their mirrors, 10 passes; see :data:`fer_runtime.tta.TTA_MODES`). ``ensemble``: model names
+    or paths (instead of ``model``) whose calibrated probabilities are averaged; they must share
+    labels and preprocessing. Both apply everywhere, :meth:`detect` and video included.
 
     ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a list such as
     ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (``None``: one per core).
@@ -95,6 +123,8 @@ class EmotionRecognizer(PicklesByArguments):
         detector: FaceDetector | None = None,
         crop: CropConfig | None = None,
         models_dir: str | os.PathLike[str] | None = None,
+        tta: str | Views | None = None,
+        ensemble: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         self.color_order: ColorOrder = check_color_order(color_order)
         check_threads(threads)
@@ -103,24 +133,23 @@ class EmotionRecognizer(PicklesByArguments):
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        self.views = views_for(tta)
         self._session_args = {"providers": providers, "threads": threads, "spinning": spinning}
         self._detector, self._crop, self._pipeline = detector, crop, None
         self._pipeline_lock = threading.Lock()
         if session is not None:
-            source = "injected session"
-            self._session = session
+            self.members = [ModelSession(session, "injected session")]
         else:
-            data, source = read_model_bytes(model, model_registry(models_dir), DEFAULT_MODEL,
-                                            lambda name: read_bundled(name, models_dir), checkout_hint)
-            self._session = make_session(data, source, config=session_config, **self._session_args)  # type: ignore[arg-type]
-        self._input_name, self._output_name = _check_io(self._session, source)
-        meta = read_metadata(self._session, source)
-        if len(meta.labels) != _output_width(self._session):
-            raise ModelError(f"{source}: metadata lists {len(meta.labels)} labels but the model outputs {_output_width(self._session)}")
-        if not _dims_ok(self._session.get_inputs()[0].shape[2:], (meta.preprocess.size, meta.preprocess.size)):
-            raise ModelError(f"{source}: metadata asks for {meta.preprocess.size}x{meta.preprocess.size} faces but the model "
-                             f"takes {self._session.get_inputs()[0].shape[2:]}")
-        self.info = ModelInfo(source, meta)
+            names = _members(model, ensemble)
+            self.members = [self._load(name, models_dir, session_config) for name in names]
+        self._session = self.members[0].session
+        self.info = _ensemble_info(self.members)
+
+    def _load(self, model: str | os.PathLike[str] | None, models_dir: str | os.PathLike[str] | None,
+              session_config: dict[str, str] | None) -> ModelSession:
+        data, source = read_model_bytes(model, model_registry(models_dir), DEFAULT_MODEL,
+                                        lambda name: read_bundled(name, models_dir), checkout_hint)
+        return ModelSession(make_session(data, source, config=session_config, **self._session_args), source)  # type: ignore[arg-type]
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -137,29 +166,32 @@ class EmotionRecognizer(PicklesByArguments):
         return preprocess(as_images(images, color_order=order, max_pixels=self.max_pixels), self.info.preprocess, order)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw logits for an already preprocessed float32 (N, 1, S, S) batch."""
-        return in_chunks(lambda part: self._session.run([self._output_name], {self._input_name: part})[0], batch,
-                         self.batch_size)
+        """Raw logits of the model (one view, no temperature) for an already preprocessed float32
+        (N, 1, S, S) batch; an ensemble has none of its own (use :meth:`probabilities`)."""
+        if len(self.members) > 1:
+            raise ConfigError("an ensemble has no logits of its own: use predict_proba or probabilities")
+        return self.members[0].logits(batch, self.batch_size)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, 7) for an already preprocessed batch: each member model's
+        temperature-scaled softmax, averaged over the test-time views and the ensemble's members."""
+        if self.views.count == 1 and len(self.members) == 1:  # the plain path: one model, one view
+            return calibrated(self.members[0].logits(batch, self.batch_size), self.info)
+        views = self.views.apply(batch)
+        flat = views.reshape(-1, *batch.shape[1:])
+        total = sum(calibrated(m.logits(flat, self.batch_size), m.info) for m in self.members)
+        probs = (total / len(self.members)).reshape(views.shape[0], len(batch), -1).mean(axis=0)
+        return probs.astype(np.float32, copy=False)
 
     def predict_proba(self, images: ImageBatch, color_order: ColorOrder | None = None) -> np.ndarray:
         """Class probabilities (N, 7), temperature-calibrated when the model carries a temperature."""
-        return self.calibrated(self.logits(self.preprocess(images, color_order)))
+        return self.probabilities(self.preprocess(images, color_order))
 
     def classify(self, crops: list[np.ndarray], color_order: ColorOrder) -> list[Prediction]:
         """One :class:`Prediction` per face crop that is already a checked uint8 array (what the
         pipeline cuts from a loaded frame); images from users go to :meth:`predict`."""
         batch = preprocess(crops, self.info.preprocess, color_order)
-        return [Prediction(self.labels, row) for row in self.calibrated(self.logits(batch))]
-
-    def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        """Logits (N, 7) -> probabilities, divided by the model's temperature first."""
-        if self.info.temperature != 1.0:
-            logits = logits / np.float32(self.info.temperature)
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        if not np.isfinite(p.sum()):  # one reduction catches any NaN or inf
-            raise ModelError(f"{self.info.source} produced non-finite logits; the model is broken")
-        return p
+        return [Prediction(self.labels, row) for row in self.probabilities(batch)]
 
     def predict(self, images: ImageBatch, color_order: ColorOrder | None = None) -> list[Prediction]:
         """One :class:`Prediction` per face crop.
@@ -197,6 +229,41 @@ class EmotionRecognizer(PicklesByArguments):
 
     def __repr__(self) -> str:
         return f"EmotionRecognizer(model={self.info.source!r}, providers={self.providers})"
+
+
+def calibrated(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Logits (N, K) -> probabilities, divided by the model's temperature first."""
+    if info.temperature != 1.0:
+        logits = logits / np.float32(info.temperature)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    if not np.isfinite(p.sum()):  # one reduction catches any NaN or inf
+        raise ModelError(f"{info.source} produced non-finite logits; the model is broken")
+    return p
+
+
+def _members(model: str | os.PathLike[str] | None,
+             ensemble: Sequence[str | os.PathLike[str]] | None) -> list[str | os.PathLike[str] | None]:
+    if ensemble is None:
+        return [model]
+    if model is not None:
+        raise ConfigError("give either model or ensemble, not both (an ensemble lists all of its models)")
+    if isinstance(ensemble, (str, os.PathLike)) or len(ensemble) < 1:
+        raise ConfigError(f"ensemble takes a list of model names or paths, got {ensemble!r}")
+    return list(ensemble)
+
+
+def _ensemble_info(members: list[ModelSession]) -> ModelInfo:
+    """The recognizer's :class:`ModelInfo`: its model's, or for an ensemble the first member's
+    metadata under a source naming every member (their labels and preprocessing must agree)."""
+    first = members[0].info
+    for other in members[1:]:
+        if other.info.labels != first.labels or other.info.preprocess != first.preprocess:
+            raise ConfigError(f"ensemble members must share labels and preprocessing: {first.source} and "
+                              f"{other.info.source} differ")
+    if len(members) == 1:
+        return first
+    return ModelInfo("ensemble(" + ", ".join(m.info.source for m in members) + ")", first.metadata)
 
 
 def _dims_ok(shape: Sequence[Any], expected: Sequence[int | None]) -> bool:

@@ -265,6 +265,13 @@ def _build_app() -> Any:
         )] = DEFAULT_MAX_PIXELS,
         model: Annotated[str, typer.Option(
             help="Model name (see --list-models) or path to an .onnx file. Default: the bundled default.")] = "",
+        tta: Annotated[str, typer.Option(
+            help="Accuracy for time: 'flip' classifies each face and its mirror image (2 passes), 'crops' the face "
+                 "shifted five ways and their mirrors (10 passes); 'none' one pass. See the README's model table.",
+        )] = "none",
+        ensemble: Annotated[str, typer.Option(
+            metavar="NAME,NAME...", help="Average several models' probabilities (instead of --model), e.g. "
+                                         "vgg-deep,vgg,vgg-taper.")] = "",
         models_dir: Annotated[Optional[str], typer.Option(
             envvar="FER_MODELS_DIR", metavar="DIR",
             help="A source checkout's models/ folder, for models that are not in the wheel.")] = None,
@@ -309,9 +316,13 @@ def _build_app() -> Any:
         _check_options(sources, crops, annotate_to, summary or plot is not None or detect_every != 1)
         from fer_runtime.app import RecognizerOptions, make_recognizer
 
+        if ensemble and model:
+            raise typer.BadParameter("give --model or --ensemble, not both")
         options = RecognizerOptions(model or None, providers, threads or None, max_pixels or None, crops,
                                     {"min_face": min_face, "score_threshold": score_threshold,
-                                     "nms_threshold": nms_threshold, "max_size": max_size}, models_dir)
+                                     "nms_threshold": nms_threshold, "max_size": max_size}, models_dir,
+                                    None if tta == "none" else tta,
+                                    tuple(n.strip() for n in ensemble.split(",") if n.strip()))
         try:
             recognizer = make_recognizer(options)
         except FerError as exc:
