@@ -45,7 +45,8 @@ export class FrameModel {
   }
 
   /** The faces of one image: [{box (whole pixels, clipped), detectorBox (the detector's float box), score,
-   * landmarks, probabilities (Float32Array), index}], best detector score first. */
+   * landmarks, probabilities (Float32Array), crop (its grey 48x48 crop before equalization), index}], best
+   * detector score first. */
   async detect({ data, width, height }) {
     if (!this.rgb || this.rgb.length !== width * height * 3) this.rgb = new Uint8Array(width * height * 3);
     const frame = new this.ort.Tensor("uint8", rgbaToRgb(data, this.rgb), [height, width, 3]);
@@ -59,6 +60,7 @@ export class FrameModel {
         index: i, detectorBox, box: clipBox(detectorBox, height, width), score: out.scores.data[i],
         landmarks: Array.from(out.landmarks.data.slice(10 * i, 10 * i + 10)),
         probabilities: out.probabilities.data.slice(k * i, k * i + k),
+        crop: out.crops.data.slice((out.crops.data.length / n) * i, (out.crops.data.length / n) * (i + 1)),
       });
     }
     for (const t of Object.values(out)) t.dispose?.();
