@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -78,6 +79,7 @@ def main() -> None:
     from fer_bench.env import describe, environment
 
     scenes = frames()
+    load_before = os.getloadavg()[0]
     python: dict[str, list[float]] = {}
     browser: dict[str, list[float]] = {}
     loads, meta, faces = [], {}, {}
@@ -102,11 +104,14 @@ def main() -> None:
                           "python_numpy_p50_ms": float(np.median(python[f"python-numpy|{threads}|{name}"])),
                           "python_graph_p50_ms": float(np.median(python[f"python-graph|{threads}|{name}"]))})
     env = environment()
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result = {"environment": env, "model": MODEL, **meta, "rounds": args.rounds, "blocks": args.blocks,
+              "load_average_1min_before_after": load,
               "faces_found": faces, "table": table, "first_load": loads}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.json").write_text(json.dumps(result, indent=1))
-    lines = [f"{describe(env)}; Chromium {meta['chromium']}, onnxruntime-web {meta['onnxruntime_web']}, {MODEL}", "",
+    lines = [f"{describe(env)}; Chromium {meta['chromium']}, onnxruntime-web {meta['onnxruntime_web']}, {MODEL}; "
+             f"load average {load[0]} before, {load[1]} after", "",
              "| frame | threads | Chromium WASM p50 (p90) | frames/s at p50 | Python NumPy path p50 | Python, portable graph p50 |",
              "|---|---|---|---|---|---|"]
     for row in table:

@@ -88,7 +88,8 @@ async function addPhotos(files) {
       const caption = document.createElement("p");
       caption.textContent = `${file.name}: ${faces.length} face${faces.length === 1 ? "" : "s"}`;
       const info = document.createElement("div");
-      info.append(caption, faceTable(faces, state.model.labels));
+      info.append(caption);
+      if (faces.length) info.append(faceTable(faces, state.model.labels));
       item.append(canvas, info);
     } catch (err) {
       item.textContent = `${file.name}: ${err.message}`;
@@ -119,6 +120,7 @@ async function startCamera() {
     start: performance.now(), running: true, dropped: 0 };
   state.live = live;
   $("camera").textContent = "Stop the camera";
+  let firstPresented = null;
   let lastPresented = null;
   while (live.running) {
     const meta = await nextFrame(video);
@@ -127,10 +129,13 @@ async function startCamera() {
     const time = (t0 - live.start) / 1000;
     if (meta && lastPresented !== null) live.dropped += Math.max(0, meta.presentedFrames - lastPresented - 1);
     if (meta) lastPresented = meta.presentedFrames;
+    firstPresented ??= lastPresented;
+    // The frame's number since the camera started, counting dropped frames (as the Python runtime's live sources)
+    const index = meta ? meta.presentedFrames - firstPresented : live.frames;
+    live.frames += 1;
     ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
     const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
     const faces = live.follower.step(await state.model.detect(data), time).map((f) => ({ ...f }));
-    const index = live.frames++;
     state.rows.push(...frameRows("camera 0", faces, state.model.labels, { frame: index, timeS: time }));
     ctx.putImageData(data, 0, 0);
     drawFaces(ctx, faces, state.model.labels, { tracked: true });

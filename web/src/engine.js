@@ -5,11 +5,13 @@ import { clipBox } from "./rows.js";
 
 const BASE = new URL("../", import.meta.url);
 
-/** How many WASM threads this page can use: threads need SharedArrayBuffer, hence cross-origin isolation. */
+/** How many WASM threads the page uses: threads need SharedArrayBuffer, hence cross-origin isolation. By
+ * default onnxruntime-web's own choice, half the cores up to 4 (on 2 busy cores a second thread measured
+ * slower, BENCHMARKS.md); `requested` (?threads=N) up to the core count. */
 export function threadsAvailable(requested) {
   if (!globalThis.crossOriginIsolated) return 1;
   const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
-  return Math.max(1, Math.min(requested ?? cores, cores, 16));
+  return Math.max(1, Math.min(requested ?? Math.min(4, Math.ceil(cores / 2)), cores));
 }
 
 /** RGBA bytes (ImageData.data) -> RGB bytes, the frame model's input layout. */
