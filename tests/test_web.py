@@ -3,8 +3,9 @@
 Python writes the goldens here, at test time: tracking sequences run through ``VideoAnalyzer`` (its
 IouTracker and EmaSmoother) with the CSV and JSON Lines its sinks write for them, the test photos (as
 PNG) with the faces ``EmotionRecognizer`` finds, and a ``.y4m`` clip of moving faces for Chromium's fake
-camera. ``node --test`` in web/ then runs the unit tests and the browser tests against them. Node, npm and
-Chromium are part of CI (.ci/run installs them): a missing one fails these tests, it does not skip them.
+camera. ``node --test`` in web/ then runs the unit tests (fast tier) and the browser tests (``slow``: about a
+minute) against them. Node, npm and Chromium are part of CI (.ci/run installs them): a missing one fails these
+tests, it does not skip them.
 """
 
 from __future__ import annotations
@@ -241,9 +242,6 @@ def write_format_goldens(folder: Path) -> None:
 
 # --- the test: build, write the goldens, run node --test --------------------------------------------
 
-NODE_TESTS = ("tracking.test.mjs", "rows.test.mjs", "server.test.mjs", "browser.test.mjs")
-
-
 def build_app() -> None:
     """What npm run build does (web/build.py): onnxruntime-web's files and the portable models, checked."""
     import importlib.util
@@ -255,27 +253,39 @@ def build_app() -> None:
     module.export_models(MODEL)
 
 
-def test_web_app_in_node_and_chromium(tmp_path: Path) -> None:
-    """The JS unit tests (tracking, smoothing, rows, server) and the browser tests (Debian's Chromium via
-    playwright-core), against goldens the Python runtime writes. Node, npm and Chromium are part of CI:
-    a missing one fails this test rather than skipping it."""
+def run_node(goldens: Path, tests: list[str], passed: int) -> None:
+    """``node --test`` on web/test/ files against the goldens in ``goldens``. Node, npm and Chromium are part
+    of CI: a missing one fails the test rather than skipping it."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.fail("node and npm are needed (Node 20+): the web app's tests run in Node and Chromium")
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium is needed at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)")
     if not all((WEB / "node_modules" / p / "package.json").is_file() for p in ("onnxruntime-web", "playwright-core")):
         done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, capture_output=True, text=True,
                               check=False)
         assert done.returncode == 0, done.stderr[-2000:]
-    build_app()
-    write_tracking_goldens(tmp_path)
-    write_format_goldens(tmp_path)
-    write_photo_goldens(tmp_path)
-    write_camera_clip(tmp_path)
-    env = {**os.environ, "FER_WEB_GOLDENS": str(tmp_path), "CHROMIUM_PATH": CHROMIUM}
-    done = subprocess.run([node, "--test", *(f"test/{name}" for name in NODE_TESTS)], cwd=WEB, env=env,
+    env = {**os.environ, "FER_WEB_GOLDENS": str(goldens), "CHROMIUM_PATH": CHROMIUM}
+    done = subprocess.run([node, "--test", *(f"test/{name}" for name in tests)], cwd=WEB, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    assert "# fail 0" in done.stdout and "# pass 22" in done.stdout, done.stdout[-3000:]
+    assert "# fail 0" in done.stdout and f"# pass {passed}\n" in done.stdout, done.stdout[-3000:]
     print("\n".join(line for line in done.stdout.splitlines() if line.lstrip().startswith("# ")))  # measured figures
+
+
+def test_web_javascript_equals_the_python_runtime(tmp_path: Path) -> None:
+    """Tracking, smoothing, rows and number text (and the static server) in Node, against the goldens."""
+    write_tracking_goldens(tmp_path)
+    write_format_goldens(tmp_path)
+    run_node(tmp_path, ["tracking.test.mjs", "rows.test.mjs", "server.test.mjs"], passed=16)
+
+
+@pytest.mark.slow
+def test_web_app_in_chromium(tmp_path: Path) -> None:
+    """The built app in headless Chromium (Debian's, through playwright-core), with and without cross-origin
+    isolation: own files only, the photos' faces, a fake camera's tracks (a multi-process run: about a
+    minute on 2 cores)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"Chromium is needed at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)")
+    build_app()
+    write_photo_goldens(tmp_path)
+    write_camera_clip(tmp_path)
+    run_node(tmp_path, ["browser.test.mjs"], passed=6)
