@@ -151,6 +151,7 @@ def write_tracking_goldens(folder: Path) -> None:
 def photo_scenes() -> dict[str, np.ndarray]:
     """The test photos and an 8-face 1280x720 frame composed as BENCHMARKS.md composes them."""
     from fer_bench.scenes import multi_face_frame, photo_faces
+
     from fer_runtime import FaceDetector
 
     scenes = {}
@@ -167,6 +168,7 @@ def write_photo_goldens(folder: Path) -> None:
     """The faces ``EmotionRecognizer.detect`` finds, with the detector's float boxes and each face's 48x48
     grey crop before equalization (``reference_faces``: FacePipeline's steps, as the portable checks use)."""
     from fer_export.portable import reference_faces
+
     from fer_runtime import FaceDetector
 
     recognizer, detector = EmotionRecognizer(MODEL, threads=1), FaceDetector(threads=1)

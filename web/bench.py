@@ -30,6 +30,7 @@ def frames() -> dict[str, np.ndarray]:
     70-120 px wide composed as its "Whole frames" are."""
     from fer_bench.detection import one_face_frame
     from fer_bench.scenes import multi_face_frame, photo_faces
+
     from fer_runtime import FaceDetector
 
     four, _ = multi_face_frame(photo_faces(FaceDetector()), [70, 90, 100, 120], np.random.default_rng(2),
@@ -39,6 +40,7 @@ def frames() -> dict[str, np.ndarray]:
 
 def python_times(scenes: dict[str, np.ndarray], rounds: int) -> dict[str, dict[str, float]]:
     from fer_bench.detection import time_interleaved
+
     from fer_runtime import EmotionRecognizer
     from fer_runtime.portable import PortableFrameModel
 
@@ -110,8 +112,8 @@ def main() -> None:
               "faces_found": faces, "table": table, "first_load": loads}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.json").write_text(json.dumps(result, indent=1))
-    lines = [f"{describe(env)}; Chromium {meta['chromium']}, onnxruntime-web {meta['onnxruntime_web']}, {MODEL}; "
-             f"load average {load[0]} before, {load[1]} after", "",
+    lines = [(f"{describe(env)}; Chromium {meta['chromium']}, onnxruntime-web {meta['onnxruntime_web']}, {MODEL}; "
+              f"load average {load[0]} before, {load[1]} after"), "",
              "| frame | threads | Chromium WASM p50 (p90) | frames/s at p50 | Python NumPy path p50 | Python, portable graph p50 |",
              "|---|---|---|---|---|---|"]
     for row in table:
