@@ -135,7 +135,9 @@ async function startCamera() {
     live.frames += 1;
     ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
     const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
-    const faces = live.follower.step(await state.model.detect(data), time).map((f) => ({ ...f }));
+    const found = await state.model.detect(data);
+    if (!live.running) break; // stopped while this frame was processed: it is not reported
+    const faces = live.follower.step(found, time);
     state.rows.push(...frameRows("camera 0", faces, state.model.labels, { frame: index, timeS: time }));
     ctx.putImageData(data, 0, 0);
     drawFaces(ctx, faces, state.model.labels, { tracked: true });

@@ -1,6 +1,7 @@
 // The app in a real headless Chromium, with and without cross-origin isolation (2 WASM threads and 1):
-// it loads with no request to anything but its own server, photos give the Python runtime's faces, and
-// a fake camera playing a clip of moving faces gives per-frame rows whose track ids stay with the faces.
+// it loads with no request to anything but its own server, photos (opened, or dropped) give the Python
+// runtime's faces, and a fake camera playing a clip of moving faces gives per-frame rows whose track ids
+// stay with the faces; both downloads carry fer-predict's video columns.
 // Screenshots go to $FER_WEB_SCREENSHOTS when it is set.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -53,6 +54,13 @@ for (const isolation of [true, false]) {
       assert.equal(info.threads, isolation ? 2 : 1);
       assert.match(info.status, isolation ? /WASM \(SIMD\), 2 threads; cross-origin isolated/ : /1 thread;.*one thread only/);
       assert.match(info.privacy, /never leave this device/);
+      // The page's own Content-Security-Policy stops a connection elsewhere before it leaves the browser.
+      const attempt = await app.page.evaluate(() => fetch("https://example.com/").then(() => "sent", () => "refused"));
+      assert.equal(attempt, "refused");
+      assert.deepEqual(app.foreign, [], "the refused fetch reached the network layer");
+      const csp = app.errors.filter((e) => /Content Security Policy/.test(e));
+      assert.ok(csp.length >= 1, "no CSP violation reported");
+      app.errors.splice(0, app.errors.length, ...app.errors.filter((e) => !csp.includes(e)));
       const own = app.requests.map((r) => new URL(r.url).pathname);
       assert.ok(own.includes("/vendor/ort/ort-wasm-simd-threaded.wasm") && own.some((p) => p.endsWith(".frame.onnx")), own.join(" "));
     });
@@ -61,7 +69,18 @@ for (const isolation of [true, false]) {
   test(`${mode}: photos give the Python runtime's faces`, async (t) => {
     await withApp({ isolation }, async (app) => {
       const files = photos.photos.map((p) => path.join(GOLDENS, p.file));
-      await app.page.setInputFiles("#files", files);
+      if (isolation) {
+        await app.page.setInputFiles("#files", files); // opened with the file input
+      } else { // dropped on the page
+        const dataTransfer = await app.page.evaluateHandle((list) => {
+          const dt = new DataTransfer();
+          for (const { name, b64 } of list) {
+            dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: "image/png" }));
+          }
+          return dt;
+        }, files.map((f) => ({ name: path.basename(f), b64: fs.readFileSync(f).toString("base64") })));
+        await app.page.dispatchEvent("#drop", "drop", { dataTransfer });
+      }
       await app.page.waitForFunction((n) => globalThis.ferEdge.state.photos.length === n, files.length, { timeout: 120000 });
       const got = await app.page.evaluate(() => globalThis.ferEdge.state.photos.map((p) => ({ ...p,
         faces: p.faces.map((f) => ({ box: f.box, detectorBox: f.detectorBox, score: f.score,
@@ -113,7 +132,14 @@ for (const isolation of [true, false]) {
       await app.page.waitForFunction((h) => globalThis.ferEdge.state.rows.some((r) => r.time_s > h), horizon, { timeout: 120000 });
       await screenshot(app.page, `webcam-${tag}.png`);
       await app.page.click("#camera");
-      const rows = (await app.page.evaluate(() => globalThis.ferEdge.state.rows)).filter((r) => r.time_s <= horizon);
+      const all = await app.page.evaluate(() => globalThis.ferEdge.state.rows);
+      // The JSON Lines download: every row so far, fer-predict's video columns in order.
+      const [download] = await Promise.all([app.page.waitForEvent("download"), app.page.click("#jsonl")]);
+      const lines = fs.readFileSync(await download.path(), "utf8").trimEnd().split("\n").map((l) => JSON.parse(l));
+      assert.equal(lines.length, all.length);
+      for (const line of lines) assert.deepEqual(Object.keys(line), columns(photos.labels, true));
+      assert.deepEqual(lines.map((l) => [l.source, l.frame, l.track]), all.map((r) => ["camera 0", r.frame, r.track ?? null]));
+      const rows = all.filter((r) => r.time_s <= horizon);
       const frames = new Set(rows.map((r) => r.frame));
       const tracks = new Set(rows.filter((r) => r.status === "ok").map((r) => r.track));
       const full = [...frames].filter((f) => rows.filter((r) => r.frame === f && r.status === "ok").length === camera.faces);
