@@ -119,6 +119,7 @@ async function startCamera() {
   const live = { stream, follower: new FaceFollower(), timelines: new Map(), frames: 0, times: [], ms: [],
     start: performance.now(), running: true, dropped: 0 };
   state.live = live;
+  $("timelines").replaceChildren(); // a new run starts its track ids from 1 again
   $("camera").textContent = "Stop the camera";
   let firstPresented = null;
   let lastPresented = null;
