@@ -36,8 +36,9 @@ def copy_ort(web: Path = WEB) -> list[Path]:
 
 def export_models(name: str = DEFAULT_MODEL, web: Path = WEB) -> Path:
     out = web / "models"
-    done = subprocess.run([sys.executable, "-m", "fer_export", "--portable", name, "-o", str(out), "--no-ort"],
-                          check=False)
+    # fer-export's own entry point (fer_runtime.extras), which needs no typer or torch for --portable
+    command = "from fer_runtime.extras import fer_export; fer_export()"
+    done = subprocess.run([sys.executable, "-c", command, "--portable", name, "-o", str(out), "--no-ort"], check=False)
     if done.returncode != 0:
         raise SystemExit(f"error: fer-export --portable {name} failed (exit code {done.returncode})")
     return write_manifest(name, out)
