@@ -1,8 +1,8 @@
 """``fer-serve``: run the service (``pip install 'fer-edge[serve]'``; docs/SERVE.md).
 
 Binds 127.0.0.1 by default. Another address needs a token (``--token`` or ``$FER_SERVE_TOKEN``),
-or ``--insecure`` to say the network is trusted. ``--workers N`` starts N processes; each gets
-cores / N ONNX Runtime threads unless ``--threads`` says otherwise.
+or ``--insecure`` to say the network is trusted. ``--workers N`` starts N processes; each runs
+cores / (N x threads) jobs at once (``--jobs``), each job's models on ``--threads`` threads (1).
 """
 
 # No "from __future__ import annotations": typer reads the annotations of the command defined in
@@ -31,12 +31,14 @@ def serve(config: Any, verbose: bool = False) -> None:
                 log_level="info" if verbose else "warning")
 
 
-def startup_line(config: Any, threads: int) -> str:
+def startup_line(config: Any) -> str:
+    from fer_runtime.serve.limits import jobs_per_worker
+
     scheme = "token required" if config.token else "no token"
     batching = f"micro-batching up to {config.batch_size} faces" if config.batch_size > 1 else "no micro-batching"
     return (f"fer-serve: http://{config.host}:{config.port} ({scheme}), model {config.model or 'default'}, "
-            f"{config.workers} worker(s) x {threads} thread(s), {config.jobs} job(s) + {config.queue} queued per "
-            f"worker, {batching}")
+            f"{config.workers} worker(s) x {jobs_per_worker(config)} job(s) x {config.threads} thread(s), "
+            f"{config.queue} queued per worker, {batching}")
 
 
 def _build_app() -> Any:
@@ -45,7 +47,7 @@ def _build_app() -> Any:
 
     from fer_runtime.app import detector_defaults
     from fer_runtime.errors import ConfigError
-    from fer_runtime.serve.limits import TOKEN_ENV, ServeConfig, default_threads
+    from fer_runtime.serve.limits import TOKEN_ENV, ServeConfig
 
     base, det = ServeConfig(), detector_defaults()
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -60,8 +62,8 @@ def _build_app() -> Any:
         insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback --host without a token.")] = False,
         cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow browser calls from this origin (repeat); none by default.")] = None,
         workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = base.workers,
-        threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads per model and worker (0: cores / workers).")] = 0,
-        jobs: Annotated[int, typer.Option(min=1, help="Images processed at once per worker.")] = base.jobs,
+        threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime threads per model and job.")] = base.threads,
+        jobs: Annotated[int, typer.Option(min=0, help="Images processed at once per worker (0: cores / (workers x threads)).")] = 0,
         queue: Annotated[int, typer.Option(min=1, help="Requests that may wait per worker; more get 503 + Retry-After.")] = base.queue,
         model: Annotated[str, typer.Option(help="Model name (fer-predict --list-models) or .onnx path (default: the bundled default).")] = "",
         models_dir: Annotated[Optional[str], typer.Option(envvar="FER_MODELS_DIR", help="A source checkout's models/ folder.")] = None,
@@ -87,8 +89,8 @@ def _build_app() -> Any:
         WS /v1/stream, GET /v1/models, /healthz, /readyz, /metrics (docs/SERVE.md)."""
         try:
             config = ServeConfig(host=host, port=port, token=token or None, insecure=insecure,
-                                 cors_origins=tuple(cors_origin or ()), workers=workers, threads=threads or None,
-                                 jobs=jobs, queue=queue, model=model or None, models_dir=models_dir,
+                                 cors_origins=tuple(cors_origin or ()), workers=workers, threads=threads,
+                                 jobs=jobs or None, queue=queue, model=model or None, models_dir=models_dir,
                                  max_body_bytes=max_body_bytes, max_pixels=max_pixels, max_crops=max_crops,
                                  max_faces=max_faces, max_ws_message_bytes=max_frame_bytes, max_fps=max_fps,
                                  max_streams=max_streams, max_connections=max_connections,
@@ -99,7 +101,7 @@ def _build_app() -> Any:
         except ConfigError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
-        typer.echo(startup_line(config, threads or default_threads(workers)), err=True)
+        typer.echo(startup_line(config), err=True)
         serve(config, verbose)
 
     return app

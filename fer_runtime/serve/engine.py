@@ -24,7 +24,7 @@ from fer_runtime.pipeline import FacePipeline
 from fer_runtime.recognizer import EmotionRecognizer
 from fer_runtime.results import Face, FrameResult, Prediction
 from fer_runtime.serve.batching import MicroBatcher
-from fer_runtime.serve.limits import ServeConfig, check_detector_setting, default_threads
+from fer_runtime.serve.limits import ServeConfig, check_detector_setting, jobs_per_worker
 from fer_runtime.serve.metrics import Metrics
 from fer_runtime.video import VideoFrame, VideoSource
 
@@ -43,8 +43,7 @@ class ServiceError(Exception):
 
 def build_recognizer(config: ServeConfig) -> EmotionRecognizer:
     """The worker's recognizer and detector, made by the commands' one helper."""
-    threads = config.threads or default_threads(config.workers)
-    return make_recognizer(RecognizerOptions(config.model, threads=threads, max_pixels=config.max_pixels,
+    return make_recognizer(RecognizerOptions(config.model, threads=config.threads, max_pixels=config.max_pixels,
                                              detector=dict(config.detector), models_dir=config.models_dir))
 
 
@@ -60,7 +59,8 @@ class Engine:
                                     metrics.batch.observe) if config.batch_size > 1 else None
         self.pipeline = FacePipeline(self.batcher or _Observed(self.recognizer, metrics), base.detector, base.crop)
         self._detectors: dict[tuple, FaceDetector] = {}
-        self._pool = ThreadPoolExecutor(config.jobs, thread_name_prefix="fer-job")
+        self.jobs = jobs_per_worker(config)
+        self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="fer-job")
         self.admitted = 0  # requests running or queued
         self.streams = 0  # open WebSocket streams
         self.draining = False
@@ -77,7 +77,7 @@ class Engine:
         (the job still finishes and only then frees its place)."""
         if self.draining:
             raise ServiceError(503, "shutting_down", "the service is shutting down", {"Retry-After": "5"})
-        if self.admitted >= self.config.jobs + self.config.queue:
+        if self.admitted >= self.jobs + self.config.queue:
             raise ServiceError(503, "busy", f"{self.admitted} requests are already queued; retry shortly",
                                {"Retry-After": "1"})
         self.admitted += 1

@@ -33,9 +33,9 @@ DETECTOR_BOUNDS = {
 class ServeConfig:
     """Everything a service process needs. ``token``: required as ``Authorization: Bearer TOKEN``
     on every endpoint but health (None: no token). ``insecure``: allow a non-loopback bind without
-    a token. ``jobs``: images processed at once per worker; ``queue``: requests that may wait for
-    one (more are answered 503). ``threads``: ONNX Runtime threads per model (None: cores /
-    workers). ``batch_size``/``batch_wait_ms``: micro-batching of faces across requests
+    a token. ``jobs``: images processed at once per worker (None: cores / (workers x threads));
+    ``queue``: requests that may wait for one (more are answered 503). ``threads``: ONNX Runtime
+    threads per model and job. ``batch_size``/``batch_wait_ms``: micro-batching of faces across requests
     (``batch_size`` 1: off). ``detector``: the face detector's default settings
     (:data:`fer_runtime.app.DETECTOR_OPTIONS`); ``max_faces``: faces classified per image by default."""
 
@@ -45,8 +45,8 @@ class ServeConfig:
     insecure: bool = False
     cors_origins: tuple[str, ...] = ()
     workers: int = 1
-    threads: int | None = None
-    jobs: int = 1
+    threads: int = 1
+    jobs: int | None = None
     queue: int = 16
     model: str | None = None
     models_dir: str | None = None
@@ -90,11 +90,11 @@ def _positive(config: ServeConfig, names: tuple[str, ...]) -> None:
 
 def check_config(config: ServeConfig) -> None:
     """ConfigError for a setting out of range, or an address that would expose the service unprotected."""
-    _positive(config, ("workers", "jobs", "queue", "max_body_bytes", "max_pixels", "max_crops", "max_ws_message_bytes",
+    _positive(config, ("workers", "threads", "queue", "max_body_bytes", "max_pixels", "max_crops", "max_ws_message_bytes",
                        "max_fps", "max_streams", "max_connections", "body_timeout_s", "request_timeout_s", "ws_idle_s",
                        "batch_size", "graceful_s"))
-    if config.threads is not None and config.threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {config.threads}")
+    if config.jobs is not None and (isinstance(config.jobs, bool) or not isinstance(config.jobs, int) or config.jobs < 1):
+        raise ConfigError(f"jobs must be an int >= 1, got {config.jobs!r}")
     if not 0 <= config.batch_wait_ms <= 100:
         raise ConfigError(f"batch_wait_ms must be in [0, 100], got {config.batch_wait_ms}")
     if not 0 <= config.port <= 65535:
@@ -129,6 +129,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def default_threads(workers: int, cores: int | None = None) -> int:
-    """ONNX Runtime threads per model so that workers x threads fits the cores (at least 1)."""
-    return max(1, (cores or os.cpu_count() or 1) // workers)
+def jobs_per_worker(config: ServeConfig, cores: int | None = None) -> int:
+    """Images processed at once per worker: ``config.jobs``, or as many as fill the cores with
+    workers x jobs x threads (at least 1). One thread per job by default: on two cores, two
+    single-threaded jobs served more requests per second than one job on two threads (BENCHMARKS.md)."""
+    if config.jobs is not None:
+        return config.jobs
+    return max(1, (cores or os.cpu_count() or 1) // (config.workers * config.threads))
