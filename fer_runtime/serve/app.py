@@ -43,13 +43,16 @@ ERRORS = {code: {"model": schemas.ErrorOut, "description": kind.replace("_", " "
           {401: "unauthorized", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
            503: "busy", 504: "timeout"}.items()}
 _IMAGE = {"schema": {"type": "string", "format": "binary"}}
-_MULTIPART = {"schema": {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string",
-              "format": "binary"}}}, "required": ["file"]}}
 
 
-def image_body(what: str) -> dict[str, Any]:
+def image_body(what: str, many: bool) -> dict[str, Any]:
+    """The request body of an image endpoint: an image as the body, or multipart ``file`` part(s)."""
+    part = {"type": "string", "format": "binary"}
+    files = {"type": "array", "items": part, "minItems": 1} if many else part
+    multipart = {"schema": {"type": "object", "properties": {"file": files}, "required": ["file"]},
+                 "encoding": {"file": {"contentType": "image/jpeg, image/png"}}}
     return {"requestBody": {"required": True, "description": what,
-                            "content": {"image/jpeg": _IMAGE, "image/png": _IMAGE, "multipart/form-data": _MULTIPART}}}
+                            "content": {"image/jpeg": _IMAGE, "image/png": _IMAGE, "multipart/form-data": multipart}}}
 
 
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -104,7 +107,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
 
     try:
         await asyncio.wait_for(gather(), timeout_s)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # TimeoutError from 3.11 on
         raise ServiceError(408, "timeout", f"the body did not arrive within {timeout_s:g} s") from None
     except ClientDisconnect:
         raise ServiceError(400, "bad_request", "the client closed the connection before the body ended") from None
@@ -154,15 +157,16 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.open()
         yield
-        engine.draining = True
-        engine.close()
+        await asyncio.get_running_loop().run_in_executor(None, engine.close)
 
     app = FastAPI(title="fer-serve", version=models["runtime_version"], lifespan=lifespan, openapi_url=None,
                   docs_url=None, redoc_url=None, description=DESCRIPTION)
     app.state.engine, app.state.config = engine, config
     add_error_handlers(app, metrics)
     add_routes(app, config, engine, models)
+    document_stream(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -203,6 +207,23 @@ def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error on %s: %s", endpoint_of(request.url.path), type(exc).__name__)
         return answer(request, 500, "internal", "internal error")
+
+
+def document_stream(app: FastAPI) -> None:
+    """Add the stream's message shapes (FrameOut, ErrorOut) to the OpenAPI components: OpenAPI has no
+    WebSocket operations, so ``WS /v1/stream`` is described in the document's description."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            for model in (schemas.FrameOut, schemas.ErrorOut):
+                found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                spec["components"]["schemas"].update({**found.pop("$defs", {}), model.__name__: found})
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def auth_dependency(token: str | None) -> Any:
@@ -263,7 +284,7 @@ def add_routes(app: FastAPI, config: ServeConfig, engine: Engine, models: dict[s
             raise decode_error(exc) from None
 
     @app.post("/v1/faces", dependencies=[auth], tags=["images"], openapi_extra=image_body(
-        "One image: the raw body with an image content type, or multipart/form-data with one 'file' part."),
+        "One image: the raw body with an image content type, or multipart/form-data with one 'file' part.", many=False),
         responses={200: {"model": schemas.FacesOut}, **ERRORS})
     async def faces(request: Request,
                     score_threshold: Annotated[Optional[float], _bound("score_threshold", "least detector score")] = None,
@@ -284,7 +305,7 @@ def add_routes(app: FastAPI, config: ServeConfig, engine: Engine, models: dict[s
                              "faces": [face.to_dict() for face in found]})
 
     @app.post("/v1/crops", dependencies=[auth], tags=["images"], openapi_extra=image_body(
-        "Face crops: one as the raw body with an image content type, or several as multipart 'file' parts."),
+        "Face crops: one as the raw body with an image content type, or several as multipart 'file' parts.", many=True),
         responses={200: {"model": schemas.CropsOut}, **ERRORS})
     async def crops(request: Request) -> JSONResponse:
         """One prediction per face crop (an image that is already a face), in the order sent, classified in one batch."""

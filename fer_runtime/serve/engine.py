@@ -60,15 +60,23 @@ class Engine:
         self.pipeline = FacePipeline(self.batcher or _Observed(self.recognizer, metrics), base.detector, base.crop)
         self._detectors: dict[tuple, FaceDetector] = {}
         self.jobs = jobs_per_worker(config)
-        self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="fer-job")
+        self._pool: ThreadPoolExecutor | None = None
         self.admitted = 0  # requests running or queued
         self.streams = 0  # open WebSocket streams
+        self.draining = True  # until open()
+
+    def open(self) -> None:
+        """Start taking work (the app's startup)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="fer-job")
         self.draining = False
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        if self.batcher is not None:
-            self.batcher.close()
+        """Refuse new work and wait for the jobs in progress (the app's shutdown); :meth:`open` starts again."""
+        self.draining = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # --- admission -------------------------------------------------------------------------
 
@@ -86,7 +94,7 @@ class Engine:
         future.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.config.request_timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError from 3.11 on
             raise ServiceError(504, "timeout", f"not done within {self.config.request_timeout_s:g} s") from None
 
     def _release(self, _: Any) -> None:

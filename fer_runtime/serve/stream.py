@@ -74,7 +74,7 @@ async def _receive(websocket: WebSocket, engine: Engine, config: ServeConfig, st
     while True:
         try:
             message = await asyncio.wait_for(websocket.receive(), config.ws_idle_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError from 3.11 on
             await websocket.close(1000, f"no frame for {config.ws_idle_s:g} s")
             return 1000
         if message["type"] == "websocket.disconnect":
