@@ -72,7 +72,8 @@ def test_websocket_round_trip_garbage_frames_and_the_stream_limit(server):
         ws.send(PHOTO)
         result = json.loads(ws.recv(timeout=30))
         assert result["faces"][0]["track"] == 1 and result["size"] == [240, 244]
-        with connect(f"ws://127.0.0.1:{server}/v1/stream", additional_headers=AUTH) as second:  # --max-streams 1
+        with connect(f"ws://127.0.0.1:{server}/v1/stream", subprotocols=["bearer", TOKEN]) as second:  # as browsers
+            assert second.subprotocol == "bearer"  # authorized, then refused: --max-streams 1
             assert json.loads(second.recv(timeout=10))["error"]["type"] == "busy"
             with pytest.raises(ConnectionClosed) as closed:
                 second.recv(timeout=10)

@@ -9,7 +9,6 @@ written by the result model's ``to_dict()``; every error is ``{"error": {"type",
 # name objects local to the functions that define them.
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from fer_runtime.errors import ConfigError, InputError
 from fer_runtime.serve import schemas
 from fer_runtime.serve.engine import Engine, ServiceError
-from fer_runtime.serve.limits import CONFIG_ENV, DETECTOR_BOUNDS, ServeConfig
+from fer_runtime.serve.limits import CONFIG_ENV, DETECTOR_BOUNDS, ServeConfig, token_ok
 from fer_runtime.serve.metrics import Metrics
 from fer_runtime.serve.stream import serve_stream
 
@@ -237,10 +236,6 @@ def auth_dependency(token: str | None) -> Any:
     return Depends(check)
 
 
-def token_ok(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-
 def model_info(config: ServeConfig, engine: Engine) -> dict[str, Any]:
     """What ``GET /v1/models`` says: the model's labels, version, sha256 and accuracy, from its metadata."""
     from fer_runtime import __version__
@@ -358,7 +353,8 @@ DESCRIPTION = """Facial expression recognition over HTTP and WebSocket.
   processed, only the newest waits; `dropped` counts the others. A frame that cannot be read gets
   an `ErrorOut` message and the stream goes on. Message size and frame rate are limited
   (`GET /v1/models` lists the limits); an oversized message closes the connection with code 1009,
-  too many streams with 1013, a missing token with 1008.
+  too many streams with 1013, a missing token with 1008. Browsers, which cannot set headers on a
+  WebSocket, offer the token as the subprotocols `bearer, TOKEN`.
 
 When the service has a token, every endpoint but `/healthz` and `/readyz` needs
 `Authorization: Bearer TOKEN`. Errors are `{"error": {"type": ..., "message": ...}}`; a full queue

@@ -6,6 +6,7 @@ Every limit has a default that is safe on a small machine; the command line can 
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import os
@@ -136,3 +137,8 @@ def jobs_per_worker(config: ServeConfig, cores: int | None = None) -> int:
     if config.jobs is not None:
         return config.jobs
     return max(1, (cores or os.cpu_count() or 1) // (config.workers * config.threads))
+
+
+def token_ok(given: str | None, token: str) -> bool:
+    """Whether a client's token is the service's (compared in constant time)."""
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())

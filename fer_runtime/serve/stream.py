@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fer_runtime.errors import InputError
 from fer_runtime.serve.engine import Engine, ServiceError, Stream
-from fer_runtime.serve.limits import ServeConfig
+from fer_runtime.serve.limits import ServeConfig, token_ok
 
 POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1008, 1009, 1013
 
@@ -34,16 +34,25 @@ class _Latest:
         self.ready = asyncio.Event()
 
 
-async def serve_stream(websocket: WebSocket, engine: Engine, config: ServeConfig) -> None:
-    from fer_runtime.serve.app import token_ok
+def offered_token(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The token a client offers, and the subprotocol to answer with: ``Authorization: Bearer TOKEN``,
+    or (browsers cannot set headers) the subprotocols ``bearer, TOKEN``, answered with ``bearer``."""
+    scheme, _, given = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return given.strip(), None
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+    if len(offered) == 2 and offered[0] == "bearer":
+        return offered[1], "bearer"
+    return None, None
 
+
+async def serve_stream(websocket: WebSocket, engine: Engine, config: ServeConfig) -> None:
     start, code = time.perf_counter(), 1000
-    if config.token is not None:
-        scheme, _, given = websocket.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token_ok(given.strip(), config.token):
-            engine.metrics.observe("/v1/stream", "WS", POLICY_VIOLATION, 0.0)
-            return await websocket.close(POLICY_VIOLATION, "a valid 'Authorization: Bearer TOKEN' header is required")
-    await websocket.accept()
+    given, subprotocol = offered_token(websocket)
+    if config.token is not None and not token_ok(given, config.token):
+        engine.metrics.observe("/v1/stream", "WS", POLICY_VIOLATION, 0.0)
+        return await websocket.close(POLICY_VIOLATION, "a valid 'Authorization: Bearer TOKEN' header is required")
+    await websocket.accept(subprotocol)
     if engine.streams >= config.max_streams:
         await websocket.send_text(_error("busy", f"{config.max_streams} streams are open already; retry later"))
         code = TRY_AGAIN_LATER
@@ -65,8 +74,7 @@ async def _run(websocket: WebSocket, engine: Engine, config: ServeConfig) -> int
     try:
         return await _receive(websocket, engine, config, stream, latest)
     finally:
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+        worker.cancel()  # not awaited: the connection's end must not wait on it (a job in progress finishes alone)
 
 
 async def _receive(websocket: WebSocket, engine: Engine, config: ServeConfig, stream: Stream, latest: _Latest) -> int:
