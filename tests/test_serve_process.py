@@ -23,6 +23,8 @@ from websockets.sync.client import connect
 
 from fer_bench.serve import free_port, start_serve, stop
 
+pytestmark = pytest.mark.slow  # server processes: the full tier
+
 PHOTO = (Path(__file__).parent / "data" / "photos" / "astronaut.jpg").read_bytes()
 TOKEN = "process-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
