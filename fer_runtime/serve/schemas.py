@@ -44,7 +44,8 @@ class FacesOut(BaseModel):
 
     model: str = Field(examples=["vgg-deep"])
     image: ImageSize
-    ms: float = Field(examples=[11.8], description="milliseconds spent on the image: decoding, detection, classification")
+    ms: float = Field(examples=[11.8], description="milliseconds from the body's arrival to the answer: waiting for a job, "
+                              "decoding, detection, classification")
     faces: list[FaceOut]
 
 
@@ -52,7 +53,7 @@ class CropsOut(BaseModel):
     """``POST /v1/crops``: one prediction per face crop, in the order sent."""
 
     model: str = Field(examples=["vgg-deep"])
-    ms: float = Field(examples=[3.1])
+    ms: float = Field(examples=[3.1], description="milliseconds from the body's arrival to the answer")
     predictions: list[PredictionOut]
 
 
