@@ -25,8 +25,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from fer_bench.clips import default_movers, moving_faces
 from fer_bench.stats import percentiles
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
+from fer_bench.reliability import jpeg_declaring, png_bomb, png_declaring
 from hypothesis import HealthCheck, settings
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
-from fer_bench.reliability import jpeg_declaring, png_bomb, png_declaring
 from fer_runtime import EmotionRecognizer, load_image
 from fer_runtime.bundled import BUNDLED_MODELS, DEFAULT_MODEL
 from fer_runtime.errors import ConfigError

@@ -9,7 +9,6 @@ written by the result model's ``to_dict()``; every error is ``{"error": {"type",
 # name objects local to the functions that define them.
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import time

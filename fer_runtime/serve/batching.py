@@ -83,7 +83,7 @@ class MicroBatcher:
         crops = [crop for call in calls for crop in call.crops]
         try:
             predictions = self.classifier.classify(crops, calls[0].color_order)
-        except Exception as exc:  # handed to each caller, raised in its own thread
+        except Exception as exc:  # noqa: BLE001  (handed to each caller, raised in its own thread)
             for call in calls:
                 call.future.set_exception(exc)
             return

@@ -128,7 +128,7 @@ class Engine:
             if len(self._detectors) >= MAX_DETECTORS:
                 self._detectors.pop(next(iter(self._detectors)))
             current = {n: getattr(base, n) for n in ("score_threshold", "nms_threshold", "min_face", "max_size")}
-            self._detectors[key] = FaceDetector(session=base._session, color_order=base.color_order,  # noqa: SLF001
+            self._detectors[key] = FaceDetector(session=base._session, color_order=base.color_order,
                                                 max_pixels=base.max_pixels, **{**current, **settings})
         return self._detectors[key]
 

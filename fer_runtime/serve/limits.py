@@ -13,7 +13,6 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 from fer_runtime.errors import ConfigError
-from fer_runtime.images import DEFAULT_MAX_PIXELS
 
 TOKEN_ENV = "FER_SERVE_TOKEN"
 CONFIG_ENV = "FER_SERVE_CONFIG"  # how the settings reach worker processes (--workers N)
