@@ -264,8 +264,15 @@ def _bound(name: str, what: str) -> Any:
 
 def add_routes(app: FastAPI, config: ServeConfig, engine: Engine, models: dict[str, Any]) -> None:
     auth = auth_dependency(config.token)
-    model_name = models["models"][0]["name"]
+    add_image_routes(app, config, engine, auth, models["models"][0]["name"])
+    add_service_routes(app, engine, auth, models)
 
+    @app.websocket("/v1/stream")
+    async def stream(websocket: WebSocket) -> None:
+        await serve_stream(websocket, engine, config)
+
+
+def add_image_routes(app: FastAPI, config: ServeConfig, engine: Engine, auth: Any, model_name: str) -> None:
     async def payload(request: Request, max_files: int) -> list[bytes]:
         kind = media_type(request)
         body = await read_body(request, config.max_body_bytes, config.body_timeout_s)
@@ -309,6 +316,8 @@ def add_routes(app: FastAPI, config: ServeConfig, engine: Engine, models: dict[s
         return JSONResponse({"model": model_name, "ms": round((time.perf_counter() - start) * 1000, 3),
                              "predictions": [p.to_dict() for p in predictions]})
 
+
+def add_service_routes(app: FastAPI, engine: Engine, auth: Any, models: dict[str, Any]) -> None:
     @app.get("/v1/models", dependencies=[auth], tags=["service"], response_model=schemas.ModelsOut,
              responses={401: ERRORS[401]})
     async def list_models() -> JSONResponse:
@@ -337,10 +346,6 @@ def add_routes(app: FastAPI, config: ServeConfig, engine: Engine, models: dict[s
     @app.get("/openapi.json", dependencies=[auth], include_in_schema=False)
     async def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
-
-    @app.websocket("/v1/stream")
-    async def stream(websocket: WebSocket) -> None:
-        await serve_stream(websocket, engine, config)
 
 
 DESCRIPTION = """Facial expression recognition over HTTP and WebSocket.
