@@ -270,6 +270,7 @@ def soak_run(args: list[str], raw: bytes, requests: int, concurrency: int = 8, s
 def serve_benchmark(requests: int = 300, concurrencies: tuple[int, ...] = (1, 8, 32), stream_frames: int = 300,
                     soak_requests: int = 100_000, settings: dict[str, list[str]] | None = None,
                     progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    load_before = os.getloadavg()  # the machine is shared: how busy it was is part of the record
     jpeg = clip_jpegs(1)[0]
     raw = post("/v1/faces", jpeg)
     settings = settings or SETTINGS
@@ -289,7 +290,8 @@ def serve_benchmark(requests: int = 300, concurrencies: tuple[int, ...] = (1, 8,
         progress(f"soak: {soak_requests} requests")
         soak = soak_run([], raw, soak_requests)
     return {"image": {"size": list(SIZE), "jpeg_bytes": len(jpeg)}, "in_process": {"before": before, "after": after},
-            "http": http, "stream": stream, "soak": soak, "settings": settings, "queue": QUEUE}
+            "http": http, "stream": stream, "soak": soak, "settings": settings, "queue": QUEUE,
+            "load_average": {"before": load_before, "after": os.getloadavg()}}
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -328,8 +330,10 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 def serve_markdown(result: dict[str, Any]) -> str:
     img = result["image"]
+    load = result.get("load_average")
+    busy = f" Load average (1, 5, 15 min) before: {load['before']}, after: {load['after']}." if load else ""
     lines = [f"One {img['size'][1]}x{img['size'][0]} JPEG ({img['jpeg_bytes']:,} bytes) with one face, POST /v1/faces "
-             "on 127.0.0.1 (decoding included on both sides).", "",
+             f"on 127.0.0.1 (decoding included on both sides).{busy}", "",
              "| in process (load_image + detect) | p50 ms | p99 ms | requests/s | again: p50 | p99 | requests/s |",
              "|---|---|---|---|---|---|---|"]
     for key, run in result["in_process"]["before"].items():
