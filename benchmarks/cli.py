@@ -363,7 +363,8 @@ def scale(
 
 @app.command()
 def serve(
-    requests: Annotated[int, typer.Option(help="Requests per setting at concurrency 1 (twice as many at 8 and 32).")] = 300,
+    requests: Annotated[int, typer.Option(help="Requests per setting and concurrency, over all rounds.")] = 400,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (every setting once per round, in a random order).")] = 10,
     stream_frames: Annotated[int, typer.Option(help="Frames of the generated clip sent over the WebSocket.")] = 300,
     soak_requests: Annotated[int, typer.Option(help="Requests of the memory run (0: skip it).")] = 100_000,
     quick: QuickOpt = False,
@@ -374,7 +375,8 @@ def serve(
     from fer_bench.serve import serve_benchmark, serve_markdown
 
     _report("serve", out_dir, lambda: serve_benchmark(
-        min(requests, 40) if quick else requests, stream_frames=min(stream_frames, 30) if quick else stream_frames,
+        min(requests, 40) if quick else requests, rounds=min(rounds, 2) if quick else rounds,
+        stream_frames=min(stream_frames, 30) if quick else stream_frames,
         soak_requests=min(soak_requests, 200) if quick else soak_requests, progress=_say), serve_markdown)
 
 

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from fer_bench.clips import default_movers, moving_faces
 from fer_bench.stats import percentiles
 
@@ -159,29 +160,32 @@ async def _load(port: int, raw: bytes, concurrency: int, total: int) -> dict[str
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    wall = time.perf_counter() - start
-    return {"concurrency": concurrency, "requests": total, "ok": len(latencies), "rps": len(latencies) / wall,
-            "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "errors": sum(v for k, v in statuses.items() if k not in (200, 503)), **percentiles(latencies or [0.0])}
+    return {"latencies": latencies, "wall": time.perf_counter() - start, "statuses": statuses}
 
 
 def load(port: int, raw: bytes, concurrency: int, total: int) -> dict[str, Any]:
-    """``total`` requests from ``concurrency`` keep-alive clients: requests/s, latency of the 200s, statuses."""
+    """``total`` requests from ``concurrency`` keep-alive clients: the 200s' latencies, the wall time, the statuses."""
     return asyncio.run(_load(port, raw, concurrency, total))
+
+
+def summarize(blocks: list[dict[str, Any]], **labels: Any) -> dict[str, Any]:
+    """Blocks of one setting (from interleaved rounds) as one row: requests/s over their summed wall
+    time, latency percentiles of their 200s, every status counted; errors are statuses but 200 and 503."""
+    latencies = [t for b in blocks for t in b["latencies"]]
+    statuses: Counter[int] = sum((Counter(b["statuses"]) for b in blocks), Counter())
+    return {**labels, "requests": sum(statuses.values()), "ok": len(latencies),
+            "rps": len(latencies) / sum(b["wall"] for b in blocks),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "errors": sum(v for k, v in statuses.items() if k not in (200, 503)), **percentiles(latencies or [0.0])}
 
 
 # --- in process ------------------------------------------------------------------------------------
 
 
-def in_process(jpeg: bytes, calls: int, threads: int, callers: int) -> dict[str, Any]:
-    """``load_image`` + ``detect`` on the JPEG, ``callers`` threads sharing one recognizer of ``threads``."""
+def in_process(rec: Any, jpeg: bytes, calls: int, callers: int) -> dict[str, Any]:
+    """``load_image`` + ``detect`` on the JPEG ``calls`` times, from ``callers`` threads sharing ``rec``."""
     from fer_runtime import load_image
-    from fer_runtime.serve.engine import build_recognizer
-    from fer_runtime.serve.limits import ServeConfig
 
-    rec = build_recognizer(ServeConfig(threads=threads))
-    for _ in range(10):
-        rec.detect(load_image(jpeg))
     times: list[float] = []
     left = iter(range(calls))
 
@@ -197,20 +201,51 @@ def in_process(jpeg: bytes, calls: int, threads: int, callers: int) -> dict[str,
         w.start()
     for w in workers:
         w.join()
-    return {"threads": threads, "callers": callers, "rps": calls / (time.perf_counter() - start), **percentiles(times)}
+    return {"latencies": times, "wall": time.perf_counter() - start, "statuses": {200: calls}}
+
+
+IN_PROCESS = {"2 threads x 1 caller": (2, 1), "1 thread x 1 caller": (1, 1), "1 thread x 2 callers": (1, 2)}
 
 
 # --- the service -----------------------------------------------------------------------------------
 
 
-def http_runs(args: list[str], raw: bytes, concurrencies: list[int], requests: int) -> list[dict[str, Any]]:
-    port = free_port()
-    proc = start_serve(args, port)
+def sweep(settings: dict[str, list[str]], jpeg: bytes, concurrencies: list[int], requests: int, rounds: int,
+          progress: Callable[[str], None]) -> dict[str, Any]:
+    """Every service setting (all started at once, idle when not loaded) and every in-process setting, in
+    ``rounds`` rounds of short blocks, in a new random order each round, so that the machine's drift
+    (it is shared) falls on all of them alike. ``requests``: per setting and concurrency, all rounds together."""
+    from fer_runtime.serve.engine import build_recognizer
+    from fer_runtime.serve.limits import ServeConfig
+
+    raw, per_block = post("/v1/faces", jpeg), max(1, requests // rounds)
+    recognizers = {t: build_recognizer(ServeConfig(threads=t)) for t in {t for t, _ in IN_PROCESS.values()}}
+    servers = {}
     try:
-        load(port, raw, 2, 40)  # warm-up
-        return [load(port, raw, c, requests if c == 1 else 2 * requests) for c in concurrencies]
+        for label, args in settings.items():
+            port = free_port()
+            servers[label] = (start_serve(args, port), port)
+            load(port, raw, 2, 40)  # warm-up
+        for rec in recognizers.values():
+            in_process(rec, jpeg, 20, 1)
+        blocks: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        names = [*IN_PROCESS, *settings]
+        for r in range(rounds):
+            progress(f"round {r + 1} of {rounds}")
+            for name in np.random.default_rng(r).permutation(names):
+                if name in IN_PROCESS:
+                    threads, callers = IN_PROCESS[name]
+                    blocks.setdefault((name, callers), []).append(in_process(recognizers[threads], jpeg, per_block, callers))
+                    continue
+                for c in concurrencies:
+                    blocks.setdefault((name, c), []).append(load(servers[name][1], raw, c, per_block))
     finally:
-        stop(proc)
+        for proc, _ in servers.values():
+            stop(proc)
+    return {"in_process": {name: summarize(blocks[(name, IN_PROCESS[name][1])], threads=IN_PROCESS[name][0],
+                                           callers=IN_PROCESS[name][1]) for name in IN_PROCESS},
+            "http": {label: [summarize(blocks[(label, c)], concurrency=c) for c in concurrencies] for label in settings},
+            "rounds": rounds}
 
 
 def stream_run(args: list[str], frames: list[bytes]) -> dict[str, Any]:
@@ -255,8 +290,7 @@ def soak_run(args: list[str], raw: bytes, requests: int, concurrency: int = 8, s
         trace, statuses, start = [rss_mb(proc.pid)[0]], Counter(), time.perf_counter()
         step = max(1, requests // samples)
         for done in range(0, requests, step):
-            run = load(port, raw, concurrency, min(step, requests - done))
-            statuses.update(run["statuses"])
+            statuses.update({str(k): v for k, v in load(port, raw, concurrency, min(step, requests - done))["statuses"].items()})
             trace.append(rss_mb(proc.pid)[0])
         peak = rss_mb(proc.pid)[1]
         wall = time.perf_counter() - start
@@ -267,50 +301,39 @@ def soak_run(args: list[str], raw: bytes, requests: int, concurrency: int = 8, s
             "growth_mb": max(trace) - trace[0], "statuses": dict(statuses), "trace": [round(t, 1) for t in trace]}
 
 
-def serve_benchmark(requests: int = 300, concurrencies: tuple[int, ...] = (1, 8, 32), stream_frames: int = 300,
-                    soak_requests: int = 100_000, settings: dict[str, list[str]] | None = None,
+def serve_benchmark(requests: int = 300, concurrencies: tuple[int, ...] = (1, 8, 32), rounds: int = 10,
+                    stream_frames: int = 300, soak_requests: int = 100_000,
+                    settings: dict[str, list[str]] | None = None,
                     progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     load_before = os.getloadavg()  # the machine is shared: how busy it was is part of the record
     jpeg = clip_jpegs(1)[0]
-    raw = post("/v1/faces", jpeg)
-    settings = settings or SETTINGS
-    progress("in process")
-    before = {f"{t} threads x {c} callers": in_process(jpeg, requests, t, c) for t, c in ((2, 1), (1, 1), (1, 2))}
-    http = {}
-    for label, args in settings.items():
-        progress(f"fer-serve {label}")
-        http[label] = http_runs(args, raw, list(concurrencies), requests)
-    progress("in process, again")
-    after = {f"{t} threads x {c} callers": in_process(jpeg, requests, t, c) for t, c in ((2, 1), (1, 1), (1, 2))}
+    result: dict[str, Any] = {"image": {"size": list(SIZE), "jpeg_bytes": len(jpeg)}, "queue": QUEUE,
+                              "settings": settings or SETTINGS}
+    result.update(sweep(result["settings"], jpeg, list(concurrencies), requests, rounds, progress))
     frames = clip_jpegs(stream_frames)
     progress("stream")
-    stream = {"service": stream_run([], frames), "in_process": stream_in_process(frames, 1)}
-    soak = None
+    result["stream"] = {"service": stream_run([], frames), "in_process": stream_in_process(frames, 1)}
+    result["soak"] = None
     if soak_requests:
         progress(f"soak: {soak_requests} requests")
-        soak = soak_run([], raw, soak_requests)
-    return {"image": {"size": list(SIZE), "jpeg_bytes": len(jpeg)}, "in_process": {"before": before, "after": after},
-            "http": http, "stream": stream, "soak": soak, "settings": settings, "queue": QUEUE,
-            "load_average": {"before": load_before, "after": os.getloadavg()}}
+        result["soak"] = soak_run([], post("/v1/faces", jpeg), soak_requests)
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    return result
 
 
 # --- the report ------------------------------------------------------------------------------------
 
 
-def _mean(result: dict[str, Any], key: str, field: str) -> float:
-    runs = result["in_process"]
-    return (runs["before"][key][field] + runs["after"][key][field]) / 2
-
-
 def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, what was measured, met) for each of the service's targets."""
-    best = max(_mean(result, key, "rps") for key in result["in_process"]["before"])
+    local = result["in_process"]
+    best = max(run["rps"] for run in local.values())
     rows = []
     for label, runs in result["http"].items():
         by_c = {r["concurrency"]: r for r in runs}
-        base = "2 threads x 1 callers" if "2 threads" in label else "1 threads x 1 callers"
+        base = local["2 threads x 1 caller" if "2 threads" in label else "1 thread x 1 caller"]
         if 1 in by_c:
-            extra = by_c[1]["p50_ms"] - _mean(result, base, "p50_ms")
+            extra = by_c[1]["p50_ms"] - base["p50_ms"]
             rows.append((f"{label}: concurrency 1 adds <= 2 ms (p50, vs in process with the same threads)",
                          f"{extra:+.2f} ms", extra <= 2.0))
         if 8 in by_c:
@@ -334,12 +357,10 @@ def serve_markdown(result: dict[str, Any]) -> str:
     busy = f" Load average (1, 5, 15 min) before: {load['before']}, after: {load['after']}." if load else ""
     lines = [f"One {img['size'][1]}x{img['size'][0]} JPEG ({img['jpeg_bytes']:,} bytes) with one face, POST /v1/faces "
              f"on 127.0.0.1 (decoding included on both sides).{busy}", "",
-             "| in process (load_image + detect) | p50 ms | p99 ms | requests/s | again: p50 | p99 | requests/s |",
-             "|---|---|---|---|---|---|---|"]
-    for key, run in result["in_process"]["before"].items():
-        again = result["in_process"]["after"][key]
-        lines.append(f"| {key} | {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['rps']:.1f} | {again['p50_ms']:.2f} "
-                     f"| {again['p99_ms']:.2f} | {again['rps']:.1f} |")
+             f"Every setting in {result['rounds']} interleaved rounds of short blocks.", "",
+             "| in process (load_image + detect) | p50 ms | p99 ms | requests/s |", "|---|---|---|---|"]
+    for key, run in result["in_process"].items():
+        lines.append(f"| {key} | {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['rps']:.1f} |")
     lines += ["", "| fer-serve | concurrency | requests/s | p50 ms | p99 ms | statuses |", "|---|---|---|---|---|---|"]
     for label, runs in result["http"].items():
         for r in runs:
