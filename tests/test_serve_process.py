@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fer_bench.serve import free_port, start_serve, stop
+from fer_bench.serve import clip_jpegs, free_port, load, post, start_serve, stop
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -160,6 +160,28 @@ def test_kill_9_and_restart_answers_again():
         assert request(port)[0] == 200
     finally:
         assert stop(again) in STOPPED
+
+
+def test_a_short_load_gives_only_answers_and_the_queues_503s():
+    """Seconds of load on 127.0.0.1 (the measured runs are fer-bench serve): 8 clients fit 2 jobs and a
+    queue of 6; 24 at once do not, and those turned away get the typed 503."""
+    port = free_port()
+    proc = start_serve(["--jobs", "2", "--queue", "6"], port)
+    try:
+        jpeg = clip_jpegs(1)[0]
+        assert load(port, post("/v1/faces", jpeg), 8, 48)["statuses"] == {200: 48}
+        answers: list[tuple[int, dict]] = []
+        slow = _upscaled(3)  # slower requests: the first eight are still in hand when the rest arrive
+        crowd = [threading.Thread(target=lambda: answers.append(request(port, body=slow))) for _ in range(24)]
+        for t in crowd:
+            t.start()
+        for t in crowd:
+            t.join(60)
+        statuses = {status for status, _ in answers}
+        assert len(answers) == 24 and statuses == {200, 503}
+        assert all(body["error"]["type"] == "busy" for status, body in answers if status == 503)
+    finally:
+        assert stop(proc) in STOPPED
 
 
 def _upscaled(factor: int) -> bytes:
