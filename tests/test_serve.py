@@ -326,3 +326,14 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(CONFIG), hea
 def test_schemathesis_no_server_errors_and_answers_match_the_document(case):
     # Random bytes are never a valid image, so "schema-valid data is accepted" cannot hold for image bodies.
     case.call_and_validate(headers=AUTH, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+
+
+def test_the_command_without_its_extra_says_which_to_install(monkeypatch, capsys):
+    from fer_runtime.serve import cli
+
+    monkeypatch.setattr(cli, "SERVE_MODULES", (*cli.SERVE_MODULES, "a_module_that_is_not_installed"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    message = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and message.startswith("error: fer-serve needs a_module_that_is_not_installed")
+    assert message.endswith("pip install 'fer-edge[serve]'") and "\n" not in message
