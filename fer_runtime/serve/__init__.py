@@ -3,8 +3,8 @@
 
 :mod:`.limits` (settings and safety rules, framework-free), :mod:`.engine` (admission, jobs,
 inference), :mod:`.batching` (faces of concurrent requests in one classifier call), :mod:`.app`
-(the FastAPI routes), :mod:`.stream` (the WebSocket), :mod:`.metrics` (Prometheus), :mod:`.cli`
-(the command). Only :mod:`.limits` is imported here, so the command can check its settings before
+(the FastAPI routes), :mod:`.schemas` (the answers' shapes for the OpenAPI document), :mod:`.stream`
+(the WebSocket), :mod:`.metrics` (Prometheus), :mod:`.cli` (the command). Only :mod:`.limits` is imported here, so the command can check its settings before
 the web framework loads.
 """
 
