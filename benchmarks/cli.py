@@ -379,6 +379,24 @@ def portable(
                                                           progress=_say), portable_markdown)
 
 
+def serve(
+    requests: Annotated[int, typer.Option(help="Requests per setting and concurrency, over all rounds.")] = 400,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (every setting once per round, in a random order).")] = 10,
+    stream_frames: Annotated[int, typer.Option(help="Frames of the generated clip sent over the WebSocket.")] = 300,
+    soak_requests: Annotated[int, typer.Option(help="Requests of the memory run (0: skip it).")] = 100_000,
+    quick: QuickOpt = False,
+    out_dir: OutOpt = Path("bench-results"),
+) -> None:
+    """fer-serve on 127.0.0.1: requests/s and p50/p99 for a 640x480 JPEG with one face at concurrency 1, 8 and 32
+    (with and without micro-batching) against in-process detect; WebSocket frames/s; server RSS over a long run."""
+    from fer_bench.serve import serve_benchmark, serve_markdown
+
+    _report("serve", out_dir, lambda: serve_benchmark(
+        min(requests, 40) if quick else requests, rounds=min(rounds, 2) if quick else rounds,
+        stream_frames=min(stream_frames, 30) if quick else stream_frames,
+        soak_requests=min(soak_requests, 200) if quick else soak_requests, progress=_say), serve_markdown)
+
+
 def run() -> None:
     # OpenMP workers (PyTorch) sleep when idle instead of spinning, as ONNX Runtime's do in fer-bench:
     # interleaved on few cores, a spinning pool would slow the other contender. Must precede torch's import.
