@@ -379,6 +379,7 @@ def portable(
                                                           progress=_say), portable_markdown)
 
 
+@app.command()
 def serve(
     requests: Annotated[int, typer.Option(help="Requests per setting and concurrency, over all rounds.")] = 400,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (every setting once per round, in a random order).")] = 10,
