@@ -107,6 +107,13 @@ def markdown(result: dict) -> str:
     lines = [f"Environment: {describe(result['environment'])}", "",
              *([f"Cost measured in: {describe(result['cost_environment'])}", ""] if "cost_environment" in result
                else []),
+             "Validation accuracy (held-out models) per candidate:", "",
+             "| candidate | " + " | ".join(result["selection"]["validation"]) + " | mean |",
+             "|---|" + "---|" * (len(result["selection"]["validation"]) + 1),
+             *(f"| {name} | " + " | ".join(f"{100 * t[name]:.2f}%" for t in result["selection"]["validation"].values())
+               + (f" | {100 * result['selection']['mean_by_candidate'][name]:.2f}% |"
+                  if name in result["selection"]["mean_by_candidate"] else " | - |")
+               for name in next(iter(result["selection"]["validation"].values()))), "",
              f"Chosen crops: {result['selection']['chosen']} ({result['selection']['views']})", "",
              "| model | mode | passes/face | validation | PublicTest |", "|---|---|---|---|---|"]
     for name, modes in result["report"].items():
