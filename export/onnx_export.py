@@ -100,7 +100,7 @@ STAGING_PREFIX = ".fer-export-"
 
 
 @contextmanager
-def _staging(folder: Path) -> Iterator[Path]:
+def staging(folder: Path) -> Iterator[Path]:
     """A hidden temporary folder beside the outputs; whatever is still in it at the end is removed.
     Its name carries the pid, so folders left by a killed export (kill -9 skips the clean-up) are swept
     by the next export into the same folder."""
@@ -344,7 +344,7 @@ def export_onnx(
     pcfg = PreprocessConfig.from_dict(ckpt.preprocess)
     fer, test, x_test = _test_faces(data, pcfg)
     meta = _metadata(ckpt, checkpoint, pcfg, opset)
-    with _staging(output.parent) as stage:
+    with staging(output.parent) as stage:
         tmp = stage / output.name
         session, parity = _export_fp32(model, pcfg, tmp, meta, opset, x_test[:parity_faces], tolerance)
         report = ExportReport(str(output), tmp.stat().st_size, 0.0, opset, parity)
@@ -397,7 +397,7 @@ def _metadata(ckpt: Checkpoint, checkpoint: Path, pcfg: PreprocessConfig, opset:
 
 def _export_fp32(model: Any, pcfg: PreprocessConfig, tmp: Path, meta: ModelMetadata, opset: int,
                  x_parity: np.ndarray, tolerance: float) -> tuple[Any, ParityReport]:
-    """Export, add metadata, onnx.checker, open a session and hold it to PyTorch; raises on a failed parity."""
+    """Export, add metadata, run onnx.checker, load the model in ONNX Runtime and compare it with PyTorch; raises on a failed parity."""
     to_onnx(model, pcfg.size, tmp, opset)
     _add_metadata(tmp, meta)
     _check_onnx(tmp)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_export.onnx_export import ExportError, _staging
+from fer_export.onnx_export import ExportError, staging
 from fer_runtime import __version__
 from fer_runtime.bundled import (
     BUNDLED_DETECTORS,
@@ -392,7 +392,7 @@ def export_portable(model: str, out_dir: str | Path, *, ort_format: bool = True,
     classifier, detector = read_sources(model)
     models = build(classifier, detector)
     report = PortableReport(classifier.name, classifier.sha256)
-    with _staging(out) as stage:
+    with staging(out) as stage:
         paths = {kind: stage / f"{classifier.name}.{kind}.onnx" for kind in models}
         for kind, proto in models.items():
             paths[kind].write_bytes(proto.SerializeToString())

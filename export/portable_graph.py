@@ -25,7 +25,7 @@ import onnx
 from onnx import helper
 
 from fer_export.graph_builder import BOOL, DOUBLE, FLOAT, INT32, INT64, UINT8, GraphBuilder, inline_model, tensor
-from fer_runtime.preprocessing import _GRAY_SHIFT, _GRAY_WEIGHTS_RGB, PreprocessConfig, _scaled_levels
+from fer_runtime.preprocessing import GRAY_SHIFT, GRAY_WEIGHTS_RGB, PreprocessConfig, scaled_levels
 
 OPSET = 18
 IR_VERSION = 10
@@ -40,11 +40,11 @@ def gray_bt601(g: GraphBuilder, rgb: str) -> str:
     Computed as one float32 MatMul: every product and partial sum is a whole number below 2**24, so
     float32 holds it exactly whatever order the sum takes, and dividing by 2**15 then flooring is the shift."""
     with g.step("gray"):
-        weights = g.const(_GRAY_WEIGHTS_RGB.astype(np.float32)[:, None], np.float32)
+        weights = g.const(GRAY_WEIGHTS_RGB.astype(np.float32)[:, None], np.float32)
         acc = g.op("MatMul", g.cast(rgb, FLOAT), weights)
-        half = g.scalar(float(1 << (_GRAY_SHIFT - 1)), np.float32)
+        half = g.scalar(float(1 << (GRAY_SHIFT - 1)), np.float32)
         rounded = g.op("Add", g.op("Squeeze", acc, g.const([-1], np.int64)), half)
-        return g.cast(g.op("Floor", g.op("Mul", rounded, g.scalar(1.0 / (1 << _GRAY_SHIFT), np.float32))), INT32)
+        return g.cast(g.op("Floor", g.op("Mul", rounded, g.scalar(1.0 / (1 << GRAY_SHIFT), np.float32))), INT32)
 
 
 def arange(g: GraphBuilder, n: str) -> str:
@@ -149,7 +149,7 @@ def equalize_hist(g: GraphBuilder, pixels: str) -> str:
 def scale_levels(g: GraphBuilder, pixels: str, config: PreprocessConfig) -> str:
     """int64 (N, P) levels -> float32 (N, 1, S, S) model input, via the runtime's own level table."""
     with g.step("scale"):
-        levels = g.const(_scaled_levels(config.mean, config.std), np.float32)
+        levels = g.const(scaled_levels(config.mean, config.std), np.float32)
         shape = g.const([0, 1, config.size, config.size], np.int64)
         return g.op("Reshape", g.op("Gather", levels, pixels, axis=0), shape)
 
@@ -226,14 +226,14 @@ def build_crop_model(spec: ClassifierSpec) -> onnx.ModelProto:
 class FrameSettings:
     """The runtime defaults the frame model fixes (FaceDetector and CropConfig defaults), stated in its metadata."""
 
-    score_threshold: float = 0.6
-    nms_threshold: float = 0.3
-    min_face: int = 20
-    max_size: int = 1920
-    detectable_px: int = 24
-    crop_scale: float = 0.95
-    crop_shift: float = -0.05
-    crop_detail: int = 96
+    score_threshold: float
+    nms_threshold: float
+    min_face: int
+    max_size: int
+    detectable_px: int
+    crop_scale: float
+    crop_shift: float
+    crop_detail: int
     level_angle: float = 1e-3  # radians: below this roll the crop is cut without interpolation
 
     @classmethod
@@ -241,16 +241,17 @@ class FrameSettings:
         """The values the Python runtime uses by default, read from it rather than copied."""
         import inspect
 
-        from fer_runtime.detector import DETECTABLE_PX, FaceDetector
+        from fer_runtime.app import detector_defaults
+        from fer_runtime.detector import DETECTABLE_PX
+        from fer_runtime.frames import crop_gray
         from fer_runtime.pipeline import CropConfig
 
-        params = inspect.signature(FaceDetector.__init__).parameters
         crop = CropConfig()
         if not (crop.square and crop.align):
             raise ValueError("the frame model implements square, eye-levelled crops (CropConfig's defaults)")
-        return cls(score_threshold=params["score_threshold"].default, nms_threshold=params["nms_threshold"].default,
-                   min_face=params["min_face"].default, max_size=params["max_size"].default,
-                   detectable_px=DETECTABLE_PX, crop_scale=crop.scale, crop_shift=crop.shift)
+        detail = inspect.signature(crop_gray).parameters["detail"].default
+        return cls(**detector_defaults(), detectable_px=DETECTABLE_PX, crop_scale=crop.scale, crop_shift=crop.shift,
+                   crop_detail=detail)
 
 
 STRIDES = (8, 16, 32)

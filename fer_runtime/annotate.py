@@ -45,11 +45,12 @@ def annotate(image: np.ndarray, faces: Sequence[Face], *, color_order: ColorOrde
     for face in faces:
         x, y, w, h = face.box
         draw.rectangle([x, y, max(x, x + w - 1), max(y, y + h - 1)], outline=color, width=line)
-        left, top, right, bottom = draw.textbbox((0, 0), label_text(face), font=font)
+        text = label_text(face)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 4, bottom - top + 4
         ty = y - th if y >= th else y
         draw.rectangle([x, ty, x + tw, ty + th], fill=color)
-        draw.text((x + 2 - left, ty + 2 - top), label_text(face), fill=TEXT_COLOR, font=font)
+        draw.text((x + 2 - left, ty + 2 - top), text, fill=TEXT_COLOR, font=font)
     out = np.asarray(im)
     return np.ascontiguousarray(out[:, :, ::-1]) if order == "bgr" else out.copy()
 

@@ -126,13 +126,18 @@ def _describe(name: str, entry: BundledModel, registry: dict[str, BundledModel])
                       name == DEFAULT_MODEL)
 
 
-@functools.lru_cache(maxsize=64)
-def _metadata(sha256: str, data: bytes) -> Any:
-    from fer_runtime.metadata import METADATA_KEY, ModelMetadata
-    from fer_runtime.session import make_session
+_METADATA: dict[str, Any] = {}  # sha256 -> ModelMetadata: each verified file's metadata is read once
 
-    session = make_session(data, sha256[:12], providers=["cpu"], threads=1)
-    return ModelMetadata.from_json(dict(session.get_modelmeta().custom_metadata_map).get(METADATA_KEY), sha256[:12])
+
+def _metadata(sha256: str, data: bytes) -> Any:
+    if sha256 not in _METADATA:
+        from fer_runtime.metadata import METADATA_KEY, ModelMetadata
+        from fer_runtime.session import make_session
+
+        session = make_session(data, sha256[:12], providers=["cpu"], threads=1)
+        raw = dict(session.get_modelmeta().custom_metadata_map).get(METADATA_KEY)
+        _METADATA[sha256] = ModelMetadata.from_json(raw, sha256[:12])
+    return _METADATA[sha256]
 
 
 def checkout_hint(name: str) -> str:

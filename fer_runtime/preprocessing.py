@@ -27,8 +27,8 @@ CHANNEL_COUNTS = (1, 2, 3, 4)  # gray, gray + alpha, colour, colour + alpha
 
 # cv2.cvtColor(COLOR_RGB2GRAY) on uint8 (OpenCV 4.x): (R*9798 + G*19235 + B*3735 + 2**14) >> 15,
 # i.e. BT.601 0.299/0.587/0.114 in 15-bit fixed point. Checked bit for bit in the tests.
-_GRAY_SHIFT = 15
-_GRAY_WEIGHTS_RGB = np.array([9798, 19235, 3735], dtype=np.int64)
+GRAY_SHIFT = 15
+GRAY_WEIGHTS_RGB = np.array([9798, 19235, 3735], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,11 @@ def to_gray(image: np.ndarray, color_order: ColorOrder = "rgb") -> np.ndarray:
     if img.shape[2] <= 2:
         return img[:, :, 0]
     check_color_order(color_order)
-    weights = _GRAY_WEIGHTS_RGB if color_order == "rgb" else _GRAY_WEIGHTS_RGB[::-1]
+    weights = GRAY_WEIGHTS_RGB if color_order == "rgb" else GRAY_WEIGHTS_RGB[::-1]
     # Elementwise in int32 (255 * 32768 fits): several times faster than an int64 matmul.
     rgb = img[:, :, :3].astype(np.int32)  # int32 before multiplying: NumPy 1.x would keep uint16 and wrap
     acc = rgb[:, :, 0] * weights[0] + rgb[:, :, 1] * weights[1] + rgb[:, :, 2] * weights[2]
-    return ((acc + np.int32(1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).astype(np.uint8)
+    return ((acc + np.int32(1 << (GRAY_SHIFT - 1))) >> GRAY_SHIFT).astype(np.uint8)
 
 
 @lru_cache(maxsize=256)
@@ -219,7 +219,7 @@ def faces_to_uint8(
 
 
 @lru_cache(maxsize=16)
-def _scaled_levels(mean: float, std: float) -> np.ndarray:
+def scaled_levels(mean: float, std: float) -> np.ndarray:
     """Grey level -> model input value; scaling folded into a lookup table so one gather does it."""
     levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / (255.0 * std)) - np.float32(mean / std)
     levels.flags.writeable = False
@@ -236,7 +236,7 @@ def preprocess(
     faces = faces_to_uint8(images, cfg.size, color_order)
     n = faces.shape[0]
     flat = faces.reshape(n, -1)
-    levels = _scaled_levels(cfg.mean, cfg.std)
+    levels = scaled_levels(cfg.mean, cfg.std)
     if cfg.equalize:
         lut, index = _equalize_luts(flat)
         out = levels[lut].ravel()[index]

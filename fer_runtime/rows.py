@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -230,7 +229,3 @@ def _labels(rows: Sequence[dict[str, Any]]) -> list[str]:
 
     return list(LABELS)
 
-
-def is_missing(value: Any) -> bool:
-    """Whether a cell is empty: None, or NaN (as pandas and Parquet readers give empty floats)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))

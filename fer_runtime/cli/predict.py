@@ -38,7 +38,9 @@ class Source(NamedTuple):
         name), a URL, or "camera N"."""
         if self.camera is not None:
             return f"camera {self.camera}"
-        return self.input.path if "://" in self.input.path else os.path.abspath(self.input.path)
+        from fer_runtime.app import is_uri
+
+        return self.input.path if is_uri(self.input.path) else os.path.abspath(self.input.path)
 
 
 def gather(paths: list[str], camera: Optional[int]) -> list[Source]:
