@@ -105,7 +105,7 @@ def export_candidates(specs: Sequence[str], folder: Path, seed: int = 0) -> list
 
     from fer_bench.flops import count_flops
     from fer_export.onnx_export import ExportError, quantize_int8, to_onnx
-    from fer_train.models import build_model, count_parameters
+    from fer_train.models import build_model, count_parameters, for_inference
 
     if len(set(specs)) != len(specs):
         raise ValueError("each candidate may be named once")
@@ -122,6 +122,7 @@ def export_candidates(specs: Sequence[str], folder: Path, seed: int = 0) -> list
         torch.manual_seed(seed)
         model = build_model(name, **overrides).eval()
         fp32, int8 = folder / f"c{i}.onnx", folder / f"c{i}.int8.onnx"
+        model = for_inference(model)  # RepConv branches folded, as fer-export writes them
         to_onnx(model, 48, fp32)
         try:
             quantize_int8(fp32, int8, calib)

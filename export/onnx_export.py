@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -280,14 +280,29 @@ def quantize_int8(fp32_path: Path, out: Path, calib: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
-        nodes = onnx.load(str(prepped)).graph.node
-        convs = [n.name for n in nodes if n.op_type == "Conv"]
-        linears = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
-        keep_float = convs[:1] + linears[-1:]
+        keep_float = _float_nodes(onnx.load(str(prepped)).graph.node)
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
             quantize_static(str(prepped), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float)
+
+
+def _float_nodes(nodes: Sequence[Any]) -> list[str]:
+    """The nodes int8 export keeps in float: the first convolution with the activation and pooling
+    right after it (the full-resolution stage: quantizing after its pool means one QuantizeLinear on
+    a quarter of the pixels, and ORT has no fast NCHW uint8 MaxPool) and the last linear layer."""
+    names = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
+    first = next((i for i, n in enumerate(nodes) if n.op_type == "Conv"), None)
+    if first is None:
+        return names
+    stage = [nodes[first]]
+    for node in nodes[first + 1:]:
+        if node.op_type not in ("Relu", "MaxPool") or stage[-1].output[0] not in node.input:
+            break
+        stage.append(node)
+        if node.op_type == "MaxPool":
+            break
+    return [n.name for n in stage] + names
 
 
 def _toposort(graph: Any) -> None:
@@ -398,7 +413,9 @@ def _metadata(ckpt: Checkpoint, checkpoint: Path, pcfg: PreprocessConfig, opset:
 def _export_fp32(model: Any, pcfg: PreprocessConfig, tmp: Path, meta: ModelMetadata, opset: int,
                  x_parity: np.ndarray, tolerance: float) -> tuple[Any, ParityReport]:
     """Export, add metadata, run onnx.checker, load the model in ONNX Runtime and compare it with PyTorch; raises on a failed parity."""
-    to_onnx(model, pcfg.size, tmp, opset)
+    from fer_train.models import for_inference
+
+    to_onnx(for_inference(model), pcfg.size, tmp, opset)  # RepConv branches folded; parity is against `model`
     _add_metadata(tmp, meta)
     _check_onnx(tmp)
     session = _session(tmp)

@@ -314,8 +314,8 @@ def test_detector_reports_a_silent_cuda_fallback(monkeypatch, caplog):
 
     real_session = ort.InferenceSession
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
-    monkeypatch.setattr(ort, "InferenceSession", lambda data, sess_options=None, providers=None:
-                        real_session(data, sess_options=sess_options, providers=[CPU]))
+    monkeypatch.setattr(ort, "InferenceSession", lambda data, sess_options=None, providers=None, **kwargs:
+                        real_session(data, sess_options=sess_options, providers=[CPU], **kwargs))
     with caplog.at_level(logging.WARNING):
         assert FaceDetector(providers="auto").providers == [CPU]
     assert "fell back" in caplog.text

@@ -142,6 +142,7 @@ def test_every_registered_architecture_exports_with_parity(arch, tmp_path, fer_d
     import inspect
 
     from fer_export.onnx_export import _check_onnx, _session, check_parity, export_onnx, to_onnx
+    from fer_train.models import for_inference
 
     limit = inspect.signature(export_onnx).parameters["tolerance"].default  # fer-export's own limit
 
@@ -154,7 +155,7 @@ def test_every_registered_architecture_exports_with_parity(arch, tmp_path, fer_d
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)  # the convs have no bias of their own: a lost shift would show
     path = tmp_path / f"{arch}.onnx"
-    to_onnx(model, 48, path)
+    to_onnx(for_inference(model), 48, path)  # as fer-export writes it: RepConv branches folded
     _check_onnx(path)
     session = _session(path)
     assert isinstance(session.get_inputs()[0].shape[0], str)  # a named, dynamic batch axis, not the dummy's 2
@@ -162,3 +163,26 @@ def test_every_registered_architecture_exports_with_parity(arch, tmp_path, fer_d
     report = check_parity(model, session, x, limit)
     assert report.passed, (report.max_abs_diff, report.mismatched_faces)
     assert session.run(None, {session.get_inputs()[0].name: x[:3]})[0].shape == (3, 7)
+
+
+def test_int8_keeps_the_full_resolution_stage_and_the_logits_in_float(tmp_path):
+    """The first conv, its ReLU and its pool stay float (one QuantizeLinear on a quarter of the
+    pixels), and so does the last linear layer; everything between is quantized."""
+    import onnx
+
+    from fer_export.onnx_export import _float_nodes, quantize_int8, to_onnx
+    from fer_train.models import for_inference
+
+    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    to_onnx(for_inference(build_model("rep-fast")), 48, fp32)
+    nodes = onnx.load(str(fp32)).graph.node
+    kept = _float_nodes(nodes)
+    assert [n.op_type for n in nodes if n.name in kept] == ["Conv", "Relu", "MaxPool", "Gemm"]
+    quantize_int8(fp32, int8, np.random.default_rng(0).normal(size=(4, 1, 48, 48)).astype(np.float32))
+    graph = onnx.load(str(int8)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    first_q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producer)
+    assert producer[first_q.input[0]].op_type == "MaxPool"  # quantized after the first pool, not before it
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert convs[0].input[0] == "input" and all(c.input[0] in dequantized for c in convs[1:])

@@ -326,9 +326,9 @@ def test_recognizer_reports_a_silent_cuda_fallback(monkeypatch, caplog):
     real_session = ort.InferenceSession
     asked = {}
 
-    def fake_session(data, sess_options=None, providers=None):
+    def fake_session(data, sess_options=None, providers=None, **kwargs):
         asked["providers"] = providers
-        return real_session(data, sess_options=sess_options, providers=[CPU])  # CUDA "failed to load"
+        return real_session(data, sess_options=sess_options, providers=[CPU], **kwargs)  # CUDA "failed to load"
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(ort, "InferenceSession", fake_session)
@@ -473,3 +473,26 @@ def test_wheel_in_a_fresh_venv_with_base_dependencies_only(tmp_path, faces):
 def test_public_api_and_version():
     assert "EmotionRecognizer" in fer_runtime.__all__ and fer_runtime.__version__ != "0+unknown"
     assert (Path(fer_runtime.__file__).parent / "py.typed").exists()
+
+
+def test_sessions_leave_out_qdq_propagation_and_int8_outputs_stay_bit_identical(monkeypatch):
+    """make_session leaves ORT's QDQ propagation out (so the int8 models' first pool runs in float):
+    the outputs must be exactly those of a session with every default transformer."""
+    import onnxruntime as ort
+
+    from fer_runtime.session import DISABLED_OPTIMIZERS, make_session
+
+    real_session, asked = ort.InferenceSession, {}
+
+    def recording_session(data, sess_options=None, providers=None, **kwargs):
+        asked.update(kwargs)
+        return real_session(data, sess_options=sess_options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording_session)
+    data = bundled_mod.read_bundled("vgg-taper-int8")
+    ours = make_session(data, "vgg-taper-int8", providers="cpu", threads=1)
+    assert asked["disabled_optimizers"] == list(DISABLED_OPTIMIZERS) == ["QDQPropagationTransformer"]
+    plain = real_session(data, providers=[CPU])
+    x = np.random.default_rng(0).normal(size=(16, 1, 48, 48)).astype(np.float32)
+    name = plain.get_inputs()[0].name
+    np.testing.assert_array_equal(ours.run(None, {name: x})[0], plain.run(None, {name: x})[0])
