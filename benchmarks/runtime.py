@@ -25,9 +25,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 def measure_overhead(model: str | None, threads: int, rounds: int, calls: int) -> dict[str, Any]:
-    from fer_runtime import EmotionRecognizer
+    from fer_runtime import EmotionRecognizer, named_precision
 
-    rec = EmotionRecognizer(model, threads=threads, providers="cpu")
+    rec = EmotionRecognizer(model, threads=threads, providers="cpu", precision=named_precision(model))
     session = rec._session  # the same session, so only the wrapper differs
     inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)

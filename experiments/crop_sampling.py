@@ -36,7 +36,7 @@ def accuracy(variants: dict) -> None:
     from fer_train.data import load_fer2013, make_splits
 
     val = make_splits(load_fer2013(None)).val
-    classifiers = {m: EmotionRecognizer(m) for m in ("vgg", "vgg-medium")}
+    classifiers = {m: EmotionRecognizer(m, precision="fp32") for m in ("vgg", "vgg-medium")}
     for name, sampler in variants.items():
         use(sampler)
         r = detection.crop_study(val.images, val.labels, classifiers, FaceDetector(), detection.REPORT_GRID[:1], seed=0)

@@ -17,6 +17,7 @@ from fer_runtime.errors import ConfigError, InputError, ModelError
 from fer_runtime.images import DEFAULT_MAX_PIXELS, FrameSource, ImageBatch, ImageSource, as_images, check_max_pixels
 from fer_runtime.metadata import METADATA_KEY, ModelMetadata
 from fer_runtime.pipeline import CropConfig, FacePipeline
+from fer_runtime.precision import cache_key, check_precision, choose, time_sessions
 from fer_runtime.preprocessing import ColorOrder, PreprocessConfig, check_color_order, preprocess
 from fer_runtime.results import Face, Prediction
 from fer_runtime.session import (
@@ -34,10 +35,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the runtime read from the model: where it came from and its checked metadata."""
+    """What the runtime read from the model: where it came from, its checked metadata, and why this
+    precision was loaded (``precision_reason``: e.g. "the CPU has avx512_vnni", "asked for", or the
+    batch-1 timings that chose it; see :mod:`fer_runtime.precision`)."""
 
     source: str
     metadata: ModelMetadata
+    precision_reason: str = "the file as given"
+
+    @property
+    def precision(self) -> str:
+        """fp32, int8 or fp16: what the file is, from its metadata."""
+        return self.metadata.precision or "fp32"
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -63,7 +72,7 @@ def read_metadata(session: Any, source: str) -> ModelMetadata:
 class ModelSession:
     """One classifier: its ONNX Runtime session, checked against the model's own metadata."""
 
-    def __init__(self, session: Any, source: str) -> None:
+    def __init__(self, session: Any, source: str, precision_reason: str = "the file as given") -> None:
         self.session = session
         self.input_name, self.output_name = _check_io(session, source)
         meta = read_metadata(session, source)
@@ -73,7 +82,7 @@ class ModelSession:
         if not _dims_ok(session.get_inputs()[0].shape[2:], (meta.preprocess.size, meta.preprocess.size)):
             raise ModelError(f"{source}: metadata asks for {meta.preprocess.size}x{meta.preprocess.size} faces but the "
                              f"model takes {session.get_inputs()[0].shape[2:]}")
-        self.info = ModelInfo(source, meta)
+        self.info = ModelInfo(source, meta, precision_reason)
 
     def logits(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
         return in_chunks(lambda part: self.session.run([self.output_name], {self.input_name: part})[0], batch,
@@ -94,6 +103,12 @@ class EmotionRecognizer(PicklesByArguments):
     by up to a pixel five ways, and their mirrors, 10 passes; see :data:`fer_runtime.tta.TTA_MODES`). ``ensemble``: model names
     or paths (instead of ``model``) whose calibrated probabilities are averaged; they must share
     labels and preprocessing. Both apply everywhere, :meth:`detect` and video included.
+
+    ``precision``: ``"auto"`` loads, of a named model that comes in fp32 and int8 (``NAME`` and
+    ``NAME-int8``), the one that is faster on this CPU: int8 where the CPU has integer dot-product
+    instructions (VNNI, AMX, ARM's dot product), else the faster of the two measured once at first
+    load (a few milliseconds, cached on disk); ``"fp32"`` or ``"int8"`` ask for one. ``info.precision``
+    and ``info.precision_reason`` say what was loaded and why.
 
     ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a list such as
     ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (``None``: one per core).
@@ -125,6 +140,7 @@ class EmotionRecognizer(PicklesByArguments):
         models_dir: str | os.PathLike[str] | None = None,
         tta: str | Views | None = None,
         ensemble: Sequence[str | os.PathLike[str]] | None = None,
+        precision: str = "auto",
     ) -> None:
         self.color_order: ColorOrder = check_color_order(color_order)
         check_threads(threads)
@@ -134,11 +150,12 @@ class EmotionRecognizer(PicklesByArguments):
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.views = views_for(tta)
+        self.precision = check_precision(precision)
         self._session_args = {"providers": providers, "threads": threads, "spinning": spinning}
         self._detector, self._crop, self._pipeline = detector, crop, None
         self._pipeline_lock = threading.Lock()
         if session is not None:
-            self.members = [ModelSession(session, "injected session")]
+            self.members = [_as_asked(ModelSession(session, "injected session"), precision)]
         else:
             names = _members(model, ensemble)
             self.members = [self._load(name, models_dir, session_config) for name in names]
@@ -147,9 +164,25 @@ class EmotionRecognizer(PicklesByArguments):
 
     def _load(self, model: str | os.PathLike[str] | None, models_dir: str | os.PathLike[str] | None,
               session_config: dict[str, str] | None) -> ModelSession:
-        data, source = read_model_bytes(model, model_registry(models_dir), DEFAULT_MODEL,
-                                        lambda name: read_bundled(name, models_dir), checkout_hint)
-        return ModelSession(make_session(data, source, config=session_config, **self._session_args), source)  # type: ignore[arg-type]
+        registry = model_registry(models_dir)
+        made: dict[str | os.PathLike[str], tuple[Any, str]] = {}
+
+        def session_of(name: str | os.PathLike[str]) -> tuple[Any, str]:
+            if name not in made:
+                data, source = read_model_bytes(name, registry, DEFAULT_MODEL,
+                                                lambda n: read_bundled(n, models_dir), checkout_hint)
+                made[name] = make_session(data, source, config=session_config, **self._session_args), source  # type: ignore[arg-type]
+            return made[name]
+
+        name = DEFAULT_MODEL if model is None else model
+        if not (isinstance(name, str) and name in registry):  # a file path: loaded as it is
+            return _as_asked(ModelSession(*session_of(name)), self.precision)
+        threads = self._session_args["threads"]
+        choice = choose(name, registry, self.precision,
+                        measure=lambda found: time_sessions({p: session_of(n)[0] for p, n in found.items()}),
+                        cache_key=lambda found: cache_key({p: registry[n].sha256 for p, n in found.items()}, threads))  # type: ignore[arg-type]
+        log.debug("%s: loading %s (%s: %s)", name, choice.name, choice.precision, choice.reason)
+        return ModelSession(*session_of(choice.name), choice.reason)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -228,7 +261,7 @@ class EmotionRecognizer(PicklesByArguments):
             return self._pipeline
 
     def __repr__(self) -> str:
-        return f"EmotionRecognizer(model={self.info.source!r}, providers={self.providers})"
+        return f"EmotionRecognizer(model={self.info.source!r}, precision={self.info.precision!r}, providers={self.providers})"
 
 
 def calibrated(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
@@ -240,6 +273,14 @@ def calibrated(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
     if not np.isfinite(p.sum()):  # one reduction catches any NaN or inf
         raise ModelError(f"{info.source} produced non-finite logits; the model is broken")
     return p
+
+
+def _as_asked(member: ModelSession, precision: str) -> ModelSession:
+    """A model given as a file or a session is used as it is: an explicit precision must match it."""
+    if precision not in ("auto", member.info.precision):
+        raise ConfigError(f"{member.info.source} is {member.info.precision}, not {precision}: precision= chooses "
+                          "among a named model's variants; a file is used as it is")
+    return member
 
 
 def _members(model: str | os.PathLike[str] | None,

@@ -274,6 +274,10 @@ def _build_app() -> Any:
         ensemble: Annotated[str, typer.Option(
             metavar="NAME,NAME...", help="Average several models' probabilities (instead of --model), e.g. "
                                          "vgg-deep,vgg,vgg-taper.")] = "",
+        precision: Annotated[str, typer.Option(
+            help="'auto': of a model that comes in fp32 and int8 (NAME, NAME-int8), the faster on this CPU (int8 "
+                 "where it has VNNI, AMX or ARM dot-product instructions, else timed once and cached); 'fp32' or "
+                 "'int8' to choose. -v says which was loaded and why.")] = "auto",
         models_dir: Annotated[Optional[str], typer.Option(
             envvar="FER_MODELS_DIR", metavar="DIR",
             help="A source checkout's models/ folder, for models that are not in the wheel.")] = None,
@@ -324,7 +328,7 @@ def _build_app() -> Any:
                                     {"min_face": min_face, "score_threshold": score_threshold,
                                      "nms_threshold": nms_threshold, "max_size": max_size}, models_dir,
                                     None if tta == "none" else tta,
-                                    tuple(n.strip() for n in ensemble.split(",") if n.strip()))
+                                    tuple(n.strip() for n in ensemble.split(",") if n.strip()), precision)
         try:
             recognizer = make_recognizer(options)
         except FerError as exc:

@@ -241,16 +241,19 @@ def model_info(config: ServeConfig, engine: Engine) -> dict[str, Any]:
     from fer_runtime.bundled import DEFAULT_MODEL, checkout_hint, model_registry, read_bundled
     from fer_runtime.session import read_model_bytes
 
-    data, _ = read_model_bytes(config.model, model_registry(config.models_dir), DEFAULT_MODEL,
+    info = engine.recognizer.info
+    # The file the recognizer loaded: for a name, the variant its precision setting chose.
+    loaded = info.source.removeprefix("bundled:") if info.source.startswith("bundled:") else config.model
+    data, _ = read_model_bytes(loaded, model_registry(config.models_dir), DEFAULT_MODEL,
                                lambda name: read_bundled(name, config.models_dir), checkout_hint)
-    meta = engine.recognizer.info.metadata
+    meta = info.metadata
     accuracy = meta.metrics.get("test_accuracy")
     name = config.model or DEFAULT_MODEL
     det = engine.pipeline.detector
     return {"models": [{"name": os.path.basename(name), "labels": list(meta.labels),
                         "version": meta.extra.get("package_version"), "sha256": hashlib.sha256(data).hexdigest(),
                         "accuracy": accuracy if isinstance(accuracy, (int, float)) else None,
-                        "precision": meta.precision, "arch": meta.arch}],
+                        "precision": meta.precision, "precision_reason": info.precision_reason, "arch": meta.arch}],
             "runtime_version": __version__,
             "detector": {n: getattr(det, n) for n in ("score_threshold", "nms_threshold", "min_face", "max_size")},
             "limits": {n: getattr(config, n) for n in ("max_body_bytes", "max_pixels", "max_crops", "max_faces",
