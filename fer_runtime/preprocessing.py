@@ -237,9 +237,25 @@ def preprocess(
     n = faces.shape[0]
     flat = faces.reshape(n, -1)
     levels = scaled_levels(cfg.mean, cfg.std)
-    if cfg.equalize:
+    if cfg.equalize and n == 1:
+        out = _equalized_levels_one(flat[0], levels)
+    elif cfg.equalize:
         lut, index = _equalize_luts(flat)
         out = levels[lut].ravel()[index]
     else:
         out = levels[flat]
     return out.reshape(n, 1, cfg.size, cfg.size)
+
+
+def _equalized_levels_one(pixels: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """One face's uint8 pixels (P,) -> equalized and scaled float32 (P,): the same arithmetic as
+    :func:`_equalize_luts` (so the same bits) in half the NumPy calls, for batch-1 latency."""
+    hist = np.bincount(pixels, minlength=256)
+    first = int((hist != 0).argmax())
+    first_count, total = int(hist[first]), pixels.size
+    if first_count == total:  # one grey level only: OpenCV leaves the image unchanged
+        return levels.take(pixels)
+    scale = np.float32(255.0) / np.float32(total - first_count)
+    above = (hist.cumsum() - first_count).astype(np.float32)
+    lut = np.rint(above * scale).clip(0, 255).astype(np.uint8)
+    return levels.take(lut).take(pixels)

@@ -27,12 +27,32 @@ def test_equalize_hist_edge_cases():
         equalize_hist(np.zeros((4, 4), np.float32))
 
 
+def _one_face_oracle(face: np.ndarray) -> np.ndarray:
+    return (cv2.equalizeHist(face).astype(np.float32) * np.float32(1 / 255)).reshape(1, 1, *face.shape)
+
+
+def test_one_face_takes_its_own_path_with_the_batch_paths_bits(rng):
+    """preprocess of a single face has a shorter path (batch-1 latency): the same bits as OpenCV and
+    as the same face inside a batch, flat and two-level faces included."""
+    faces = [rng.integers(lo, hi + 1, (48, 48)).astype(np.uint8)
+             for lo, hi in (sorted(rng.integers(0, 256, 2)) for _ in range(300))]
+    faces += [np.zeros((48, 48), np.uint8), np.full((48, 48), 200, np.uint8), np.eye(48, dtype=np.uint8) * 255]
+    batch = preprocess(np.stack(faces))
+    for i, face in enumerate(faces):
+        one = preprocess(face)
+        np.testing.assert_array_equal(one, batch[i : i + 1])
+        np.testing.assert_array_equal(one, _one_face_oracle(face))
+
+
 @pytest.mark.data
 def test_equalize_hist_bit_exact_on_every_fer2013_face(fer_data):
     ours = equalize_hist(fer_data.images)  # one vectorised call over all 32k faces
     for i, face in enumerate(fer_data.images):
         if not np.array_equal(ours[i], cv2.equalizeHist(face)):
             pytest.fail(f"face {i} differs from cv2.equalizeHist")
+    for i in range(0, len(fer_data.images), 7):  # the single-face path, on a seventh of them
+        if not np.array_equal(preprocess(fer_data.images[i]), _one_face_oracle(fer_data.images[i])):
+            pytest.fail(f"face {i}: the single-face path differs from cv2.equalizeHist")
 
 
 def test_gray_matches_cvtcolor(rng):
