@@ -253,7 +253,7 @@ def crops(
     by up to --max-angle degrees), detected, cropped with each framing and classified, beside the faces as plain crops."""
     from fer_bench.detection import CROP_GRID, REPORT_GRID, crop_study, crops_markdown
     from fer_bench.env import environment
-    from fer_runtime import EmotionRecognizer, FaceDetector, FerError
+    from fer_runtime import EmotionRecognizer, FaceDetector, FerError, named_precision
     from fer_train.data import DataError, load_fer2013, make_splits
 
     _setup_logging()
@@ -263,7 +263,7 @@ def crops(
         _fail(f"--grid must be 'full' or 'report', got {grid!r}", 2)
     try:
         splits = make_splits(load_fer2013(data))
-        classifiers = {m: EmotionRecognizer(m) for m in models}
+        classifiers = {m: EmotionRecognizer(m, precision=named_precision(m)) for m in models}
     except (DataError, FerError) as exc:
         _fail(f"{exc}. {DATA_HINT}" if isinstance(exc, DataError) else str(exc))
     part = splits.val if split == "val" else splits.test
@@ -396,6 +396,94 @@ def serve(
         min(requests, 40) if quick else requests, rounds=min(rounds, 2) if quick else rounds,
         stream_frames=min(stream_frames, 30) if quick else stream_frames,
         soak_requests=min(soak_requests, 200) if quick else soak_requests, progress=_say), serve_markdown)
+
+
+PEER_HELP = ("The peer's python: a virtual environment with fer, TensorFlow and OpenCV (never a dependency of ours). "
+             "Make one: python -m venv peer && peer/bin/pip install fer tensorflow-cpu 'opencv-contrib-python<5'. "
+             "fer requires facenet-pytorch (which pulls torch) for its MTCNN mode only; to skip it: peer/bin/pip "
+             "install --no-deps fer, then peer/bin/pip install tensorflow-cpu 'opencv-contrib-python<5' requests "
+             "pillow setuptools (what 'from fer.fer import FER' imports; it needs pkg_resources).")
+
+
+PEER_DOC = (
+    "fer-edge against the PyPI package fer (25.10.x) on the same FER2013 PublicTest faces and composed frames.\n\n"
+    "Measured, at 1 thread and at each package's default threads: per-face latency end to end (ours: predict_proba "
+    "on a 48x48 face; fer: detect_emotions given the face's box) and model only (the ONNX Runtime session; the "
+    "TFLite interpreter), p50/p90; throughput over all faces (each package's fastest way); accuracy with a 95% "
+    "Wilson interval (fer with its default offsets and with offsets (0, 0), the better one quoted); whole 640x480 "
+    "frames with 1 and 4 faces at known boxes (time, and faces found at IoU >= 0.5: our YuNet against fer's Haar "
+    "cascade); cold start, import time and peak RSS per package.\n\n"
+    "How: every package and thread setting in its own worker process (fer under --peer-python, ours under this "
+    "python), speaking JSON lines over stdin/stdout, faces and frames passed as .npy files; small timing blocks of "
+    "all workers interleaved round by round in a fresh random order, so the machine's drift lands on all of them; "
+    "ratios ours / fer are medians of same-round ratios. A worker that dies, stalls past --timeout or answers "
+    "garbage ends the run with a one-line error.\n\n"
+    "The peer: python -m venv peer && peer/bin/pip install fer tensorflow-cpu 'opencv-contrib-python<5', then "
+    "--peer-python peer/bin/python or FER_PEER_PYTHON (see --peer-python for skipping facenet-pytorch and torch).\n\n"
+    "Results: peer.json (every figure, per-round medians included), peer.md (one row per measure, with the CPU, "
+    "its flags and this command) and peer.png (per-face latency) in --out-dir, by default "
+    "benchmarks/results/peer/HOST-TAG/ (the CPU model and its widest int8 extension, e.g. amd-epyc-avx512-vnni).\n\n"
+    "fer-bench peer --quick --peer-python peer/bin/python -o /tmp/peer-smoke   # a smoke run in about a minute"
+)
+
+
+@app.command(help=PEER_DOC)
+def peer(
+    models: Annotated[Optional[list[str]], typer.Option(
+        "--model", help="Our model(s) to set against fer (repeat; default vgg-taper-int8), all in the same "
+                        "interleaved run.")] = None,
+    peer_python: Annotated[Optional[Path], typer.Option(envvar="FER_PEER_PYTHON", help=PEER_HELP)] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds of the per-face latency (one block per "
+                                                    "worker each).")] = 40,
+    block: Annotated[int, typer.Option(min=1, help="Calls per worker and round (per-face latency).")] = 50,
+    faces: Annotated[int, typer.Option(min=0, help="Use only the first N PublicTest faces (0: all 3,589).")] = 0,
+    frames: Annotated[int, typer.Option(min=1, help="Composed 640x480 frames of each kind (1 face, 4 faces).")] = 10,
+    data: DataOpt = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for any one answer of a worker.")] = 300.0,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny everything (48 faces, 3 rounds of 8 calls, 1 frame of "
+                                                        "each kind): a smoke run, not figures.")] = False,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out-dir", "-o", help="Where peer.json, peer.md and peer.png go (default: "
+                                "benchmarks/results/peer/HOST-TAG/, e.g. amd-epyc-avx512-vnni).")] = None,
+) -> None:
+    """fer-bench peer: see PEER_DOC (typer keeps a docstring's line breaks, so the help is written out there)."""
+    from fer_bench.peer import (PEER_SCRIPT, PeerError, PeerSettings, check_peer_python, compose_frames,
+                                default_out_dir, env_host_tag, markdown, peer_environment, public_test, run_peer,
+                                write_outputs)
+    from fer_train.data import DataError
+
+    _setup_logging()
+    if peer_python is None:
+        _fail("no peer python: pass --peer-python or set FER_PEER_PYTHON; make one with: python -m venv peer && "
+              "peer/bin/pip install fer tensorflow-cpu 'opencv-contrib-python<5'", 2)
+    try:
+        check_peer_python(peer_python)
+    except PeerError as exc:
+        _fail(str(exc), 2)
+    settings = PeerSettings(models=tuple(models or ["vgg-taper-int8"]), rounds=rounds, block=block, timeout_s=timeout)
+    settings = settings.quick() if quick else settings
+    try:
+        images, labels = public_test(data or _shared_fer2013(), min(faces or 48, 48) if quick else faces)
+    except (DataError, ValueError) as exc:
+        _fail(f"{exc}. {DATA_HINT}" if isinstance(exc, DataError) else str(exc))
+    scenes = compose_frames(images, 1 if quick else frames, seed=settings.seed)
+    env = peer_environment()
+    try:
+        result = run_peer(images, labels, scenes, [str(peer_python), str(PEER_SCRIPT)], settings, progress=_say)
+    except PeerError as exc:
+        _fail(str(exc))
+    result = {"command": shlex.join(["fer-bench", *sys.argv[1:]]), "environment": env, "host_tag": env_host_tag(env),
+              **result}
+    table = markdown(result)
+    typer.echo(table)
+    paths = write_outputs(result, out_dir or default_out_dir(env))
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _shared_fer2013() -> Path | None:
+    """../shared/data/fer2013 beside the checkout when present (else FER2013's own defaults apply)."""
+    path = checkout_path("..", "shared", "data", "fer2013")
+    return path if path.exists() else None
 
 
 def run() -> None:
