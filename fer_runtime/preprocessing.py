@@ -235,16 +235,25 @@ def preprocess(
     cfg = config or PreprocessConfig()
     faces = faces_to_uint8(images, cfg.size, color_order)
     n = faces.shape[0]
+    if n == 1:
+        return preprocess_face(faces[0], cfg)
     flat = faces.reshape(n, -1)
     levels = scaled_levels(cfg.mean, cfg.std)
-    if cfg.equalize and n == 1:
-        out = _equalized_levels_one(flat[0], levels)
-    elif cfg.equalize:
+    if cfg.equalize:
         lut, index = _equalize_luts(flat)
         out = levels[lut].ravel()[index]
     else:
         out = levels[flat]
     return out.reshape(n, 1, cfg.size, cfg.size)
+
+
+def preprocess_face(face: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """One grey uint8 face already ``config.size`` square -> float32 (1, 1, size, size): the batch-1
+    path, with no conversion, resize or copy before the lookups (the caller has checked the array)."""
+    pixels = face.reshape(-1)
+    levels = scaled_levels(config.mean, config.std)
+    out = _equalized_levels_one(pixels, levels) if config.equalize else levels.take(pixels)
+    return out.reshape(1, 1, config.size, config.size)
 
 
 def _equalized_levels_one(pixels: np.ndarray, levels: np.ndarray) -> np.ndarray:

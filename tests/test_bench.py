@@ -293,3 +293,14 @@ def test_accuracy_scores_the_split_asked_for_privatetest_included(tmp_path):
     done = _bench("accuracy", "--model", "seed", "--data", str(csv), "--split", "Private", "--no-progress",
                   "-o", str(tmp_path / "out2"), env=env)
     assert done.returncode == 1 and "PrivateTest" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_runtime_steps_time_every_step_of_one_call():
+    from fer_bench.runtime import measure_steps
+
+    result = measure_steps("vgg-taper-int8", threads=1, rounds=2, calls=3)
+    assert result["model"] == "bundled:vgg-taper-int8" and result["rounds"] == 2
+    assert set(result["steps_us"]) == {"preprocess, single-face path", "preprocess, batch path (before)",
+                                       "session.run on the ready tensor", "calibrated softmax",
+                                       "predict_proba, whole call"}
+    assert all(us > 0 for us in result["steps_us"].values())

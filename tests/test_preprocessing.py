@@ -109,3 +109,20 @@ def test_preprocess_rejects_bad_input():
         to_gray(np.zeros((4, 4, 3), np.uint8), "hsv")  # type: ignore[arg-type]
     cfg = PreprocessConfig(size=32, mean=0.1)
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_one_model_sized_face_takes_the_short_path_with_the_same_result(rng):
+    """predict_proba's batch-1 path for a grey uint8 48x48 face gives exactly the general path's
+    answer; other shapes, dtypes and a max_pixels below the face's size still go the long way."""
+    from fer_runtime import EmotionRecognizer, InputError
+
+    rec = EmotionRecognizer("vgg-taper-int8", threads=1)
+    face = rng.integers(0, 256, (48, 48)).astype(np.uint8)
+    short = rec.predict_proba(face)
+    np.testing.assert_array_equal(short, rec.probabilities(preprocess(face)))
+    np.testing.assert_array_equal(short, rec.predict_proba([face]))  # a list: the general path
+    np.testing.assert_array_equal(short, rec.predict_proba(face[::1, ::1].copy(order="F")))  # not C-contiguous
+    np.testing.assert_allclose(short, rec.predict_proba(np.stack([face, face]))[:1], atol=1e-6)  # batch of 2
+    assert rec.predict_proba(face.astype(np.float32)).shape == (1, 7)
+    with pytest.raises(InputError, match="max_pixels|pixels"):
+        EmotionRecognizer("vgg-taper-int8", max_pixels=100).predict_proba(face)
