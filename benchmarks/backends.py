@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fer_bench.checkout import checkout_path
-from fer_runtime import EmotionRecognizer, PreprocessConfig, named_precision, preprocess
+from fer_runtime import EmotionRecognizer, PreprocessConfig, preprocess
 from fer_runtime.bundled import model_registry
 from fer_train.calibration import softmax
 
@@ -43,7 +43,7 @@ class OrtBackend:
         if self._threads not in self._recognizers:
             self._recognizers[self._threads] = EmotionRecognizer(
                 self.model, providers=self.providers, threads=self._threads,
-                precision=named_precision(self.model), session_config={"session.intra_op.allow_spinning": "0"})
+                precision="named", session_config={"session.intra_op.allow_spinning": "0"})
         return self._recognizers[self._threads]
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -111,7 +111,7 @@ def load_twin(model: str, checkpoint: str | Path | None) -> tuple[Any, dict[str,
         ckpt = load_checkpoint(path)
     except CheckpointError as exc:
         raise BenchError(str(exc)) from exc
-    expected = EmotionRecognizer(model, providers="cpu", precision=named_precision(model)).info.metadata.checkpoint_sha256
+    expected = EmotionRecognizer(model, providers="cpu", precision="named").info.metadata.checkpoint_sha256
     if expected and expected != file_sha256(path):
         raise BenchError(f"{path} is not the checkpoint {model} was exported from (sha256 differs); pass the right --checkpoint")
     return model_from_checkpoint(ckpt), ckpt, path

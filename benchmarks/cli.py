@@ -253,7 +253,7 @@ def crops(
     by up to --max-angle degrees), detected, cropped with each framing and classified, beside the faces as plain crops."""
     from fer_bench.detection import CROP_GRID, REPORT_GRID, crop_study, crops_markdown
     from fer_bench.env import environment
-    from fer_runtime import EmotionRecognizer, FaceDetector, FerError, named_precision
+    from fer_runtime import EmotionRecognizer, FaceDetector, FerError
     from fer_train.data import DataError, load_fer2013, make_splits
 
     _setup_logging()
@@ -263,7 +263,7 @@ def crops(
         _fail(f"--grid must be 'full' or 'report', got {grid!r}", 2)
     try:
         splits = make_splits(load_fer2013(data))
-        classifiers = {m: EmotionRecognizer(m, precision=named_precision(m)) for m in models}
+        classifiers = {m: EmotionRecognizer(m, precision="named") for m in models}
     except (DataError, FerError) as exc:
         _fail(f"{exc}. {DATA_HINT}" if isinstance(exc, DataError) else str(exc))
     part = splits.val if split == "val" else splits.test

@@ -13,7 +13,7 @@ import numpy as np
 
 from fer_bench.scenes import Truth, fer_scene, match, multi_face_frame, oracle_images, photo_faces
 from fer_bench.stats import interleaved, percentiles
-from fer_runtime import CropConfig, EmotionRecognizer, FaceDetector, named_precision, resize
+from fer_runtime import CropConfig, EmotionRecognizer, FaceDetector, resize
 from fer_runtime.detector import decode, nms
 from fer_runtime.frames import crop_gray, detector_blob
 from fer_runtime.pipeline import crop_face
@@ -175,7 +175,7 @@ def _settings_worker(model: str, threads: int, spinning: bool, rounds: int) -> d
     (64 crops: a tenth as often), after a warm-up; raw seconds per task."""
     frame = one_face_frame()
     crop = np.ascontiguousarray(frame[165:315, 235:405])  # 170x150 around the face
-    rec = EmotionRecognizer(model, threads=threads, spinning=spinning, precision=named_precision(model))
+    rec = EmotionRecognizer(model, threads=threads, spinning=spinning, precision="named")
     if len(rec.detect(frame)) != 1:
         raise RuntimeError("the latency frame should hold exactly one detectable face")
     calls = dict(zip(TASKS, (lambda: rec.predict_proba(crop), lambda: rec.detect(frame),
@@ -223,7 +223,7 @@ def per_face_latency(models: Sequence[str], rounds: int = 200) -> dict[str, Any]
     no session's threads steal the CPU from the next)."""
     frame = one_face_frame()
     crop = np.ascontiguousarray(frame[165:315, 235:405])
-    recs = {m: EmotionRecognizer(m, precision=named_precision(m)) for m in models}
+    recs = {m: EmotionRecognizer(m, precision="named") for m in models}
     return time_interleaved({m: (lambda r: lambda: r.predict_proba(crop))(r) for m, r in recs.items()}, rounds)
 
 

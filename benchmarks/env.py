@@ -5,20 +5,16 @@ from __future__ import annotations
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine(), []
-    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-    return model, [f for f in CPU_FLAGS if f in flags]
+    from fer_runtime.precision import this_cpu  # the runtime's one reading of the CPU
+
+    cpu = this_cpu()
+    return cpu.model, [f for f in CPU_FLAGS if f in cpu.flags]
 
 
 def _version(dist: str) -> str | None:

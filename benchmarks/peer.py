@@ -35,13 +35,14 @@ import numpy as np
 
 from fer_bench.peer_fer_worker import Worker, cold_start, parse_threads, peak_rss_mb, protocol_streams, serve
 from fer_bench.stats import interleaved, paired_ratio, percentiles
+from fer_runtime.precision import FAST_INT8_FLAGS
 
 PEER_SCRIPT = Path(__file__).with_name("peer_fer_worker.py")
 PEER_ENV = "FER_PEER_PYTHON"
 PEER_INSTALL = "python -m venv peer && peer/bin/pip install fer tensorflow-cpu 'opencv-contrib-python<5'"
 THREAD_SETTINGS = ("1", "default")
 # The ISA extensions that decide int8 and fp32 convolution speed (ORT's and XNNPACK's kernels alike).
-KEY_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+KEY_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 FRAME_SIZE = (480, 640)
 FRAME_KINDS = {"640x480, 1 face": 1, "640x480, 4 faces": 4}
 IOU_MATCH = 0.5
@@ -86,7 +87,8 @@ def host_tag(cpu: str, flags: Sequence[str]) -> str:
     name = re.sub(r"@.*$|\bwith\b.*$", " ", name, flags=re.IGNORECASE)
     name = re.sub(r"\b\d+-core\b|\bcpu\b|\bprocessor\b", " ", name, flags=re.IGNORECASE)
     words = re.findall(r"[a-z0-9]+", name.lower())[:4] or ["cpu"]
-    isa = "avx512-vnni" if "avx512_vnni" in flags else "avx2" if "avx2" in flags else "no-avx2"
+    fast = next((f for f in FAST_INT8_FLAGS if f in flags), None)  # the runtime's own list of fast-int8 flags
+    isa = fast.replace("_", "-") if fast else "avx2" if "avx2" in flags else "no-avx2"
     return "-".join([*words, isa])
 
 
@@ -179,11 +181,12 @@ class OursWorker(Worker):
         from fer_runtime import EmotionRecognizer, __version__
 
         import_s = time.perf_counter() - t0
-        self.rec = EmotionRecognizer(model, threads=threads)
+        self.rec = EmotionRecognizer(model, threads=threads, precision="named")  # the file named, on every CPU
         _ = self.rec.pipeline  # the detector too, as FER() loads its cascade when made
         self.rec.predict_proba(np.full((48, 48), 128, np.uint8))
         first = time.time()
         self.startup = {"import_s": import_s, "cold_start_s": cold_start(spawned_at, first), "model": model,
+                        "file": self.rec.info.source, "precision": self.rec.info.precision,
                         "threads": "ONNX Runtime's default (one per core)" if threads is None else threads,
                         "startup_peak_rss_mb": peak_rss_mb(),
                         "versions": {"fer-edge": __version__, "onnxruntime": onnxruntime.__version__,
@@ -704,7 +707,9 @@ def _notes(result: dict[str, Any]) -> list[str]:
         "How each package was asked:", "",
         ("- fer, per face: `FER().detect_emotions(bgr_face, face_rectangles=[(0, 0, 48, 48)])` (pads 40 px, crops "
          "with its offsets, resizes to 64x64, scales to [-1, 1], runs the TFLite interpreter, rounds the scores); "
-         "ours: `EmotionRecognizer(model).predict_proba(face)`."),
+         "ours: `EmotionRecognizer(model, precision=\"named\").predict_proba(face)` on the 48x48 grey uint8 face "
+         "(its shortest path; fer's API takes only 3-channel images, so it gets the same face as BGR and converts "
+         "it back to grey itself)."),
         ("- Model only: fer's interpreter `set_tensor` + `invoke` + `get_tensor` on a preprocessed (1, 64, 64, 1) "
          "face; ours: `recognizer.probabilities(batch)` (the ONNX Runtime session and softmax) on a preprocessed "
          "(1, 1, 48, 48) batch."),

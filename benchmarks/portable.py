@@ -48,7 +48,7 @@ def portable_latency(models: Sequence[str], rounds: int, threads: int | None,
     """p50/p90/p99 of the NumPy path and the portable graphs per model and task, with their largest
     probability difference on the timed inputs."""
     from fer_export.portable import build, read_sources, reference_faces
-    from fer_runtime import EmotionRecognizer, FaceDetector, named_precision
+    from fer_runtime import EmotionRecognizer, FaceDetector
     from fer_runtime.portable import PortableCropModel, PortableFrameModel
 
     inputs = bench_inputs()
@@ -62,7 +62,7 @@ def portable_latency(models: Sequence[str], rounds: int, threads: int | None,
                 paths[kind].write_bytes(model.SerializeToString())
             crop_model = PortableCropModel(paths["crop"], threads=threads)
             frame_model = PortableFrameModel(paths["frame"], threads=threads)
-        recognizer = EmotionRecognizer(name, threads=threads, precision=named_precision(name), detector=FaceDetector(threads=threads))
+        recognizer = EmotionRecognizer(name, threads=threads, precision="named", detector=FaceDetector(threads=threads))
         for task, key in TASKS:
             x = inputs[key]
             if key.startswith("frame"):

@@ -104,9 +104,9 @@ def process_mismatches(rec: Any, calls: list[tuple[str, np.ndarray]], serial: li
 
 
 def run_concurrency(calls_per_thread: int = 10_000, threads: int = 8, processes: int = 2) -> dict[str, Any]:
-    from fer_runtime import EmotionRecognizer, FaceDetector, named_precision
+    from fer_runtime import EmotionRecognizer, FaceDetector
 
-    rec = EmotionRecognizer(MODEL, detector=FaceDetector(), precision=named_precision(MODEL))
+    rec = EmotionRecognizer(MODEL, detector=FaceDetector(), precision="named")
     calls = workload(400)
     serial = [answer(rec, c) for c in calls]
     start = time.perf_counter()
@@ -140,9 +140,9 @@ def soak(call: Callable[[int], object], n: int, samples: int = 50, warmup: int =
 
 
 def run_soak(proba_calls: int = 1_000_000, detect_calls: int = 100_000) -> dict[str, Any]:
-    from fer_runtime import EmotionRecognizer, FaceDetector, load_image, named_precision
+    from fer_runtime import EmotionRecognizer, FaceDetector, load_image
 
-    rec, det = EmotionRecognizer(MODEL, threads=1, precision=named_precision(MODEL)), FaceDetector(threads=1)
+    rec, det = EmotionRecognizer(MODEL, threads=1, precision="named"), FaceDetector(threads=1)
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
     frame = load_image(checkout_path("tests/data/photos") / "grace_hopper.jpg")
     return {"predict_proba": soak(lambda i: rec.predict_proba(faces[i % 64]), proba_calls),

@@ -26,9 +26,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 def measure_overhead(model: str | None, threads: int, rounds: int, calls: int) -> dict[str, Any]:
-    from fer_runtime import EmotionRecognizer, named_precision
+    from fer_runtime import EmotionRecognizer
 
-    rec = EmotionRecognizer(model, threads=threads, providers="cpu", precision=named_precision(model))
+    rec = EmotionRecognizer(model, threads=threads, providers="cpu", precision="named")
     session = rec._session  # the same session, so only the wrapper differs
     inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
@@ -65,11 +65,11 @@ def measure_steps(model: str | None, threads: int, rounds: int, calls: int) -> d
     timed in every round (interleaved, so drift lands on all): preprocessing by the single-face path
     and by the batch path it replaced for one face, the session run, the calibrated softmax, and the
     whole call."""
-    from fer_runtime import EmotionRecognizer, named_precision
+    from fer_runtime import EmotionRecognizer
     from fer_runtime.preprocessing import _equalize_luts, preprocess_face, scaled_levels
     from fer_runtime.recognizer import calibrated
 
-    rec = EmotionRecognizer(model, threads=threads, providers="cpu", precision=named_precision(model))
+    rec = EmotionRecognizer(model, threads=threads, providers="cpu", precision="named")
     session, cfg, info = rec._session, rec.info.preprocess, rec.info
     inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fer_bench.clips import assign_tracks, default_movers, identity_switches, moving_faces, write_clip
-from fer_runtime import EmotionRecognizer, named_precision
+from fer_runtime import EmotionRecognizer
 from fer_runtime.analyzer import VideoAnalyzer
 from fer_runtime.video import VideoSource, open_video
 from fer_runtime.rows import CsvSink
@@ -191,7 +191,7 @@ def video_benchmark(models: list[str], seconds: float = 10.0, long_frames: int =
                     progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Every case of :data:`CASES` for every model, decode speed, and the long run."""
     result: dict[str, Any] = {"cases": [], "seconds_per_clip": seconds}
-    recs = {m: EmotionRecognizer(m, threads=threads, precision=named_precision(m)) for m in models}
+    recs = {m: EmotionRecognizer(m, threads=threads, precision="named") for m in models}
     with tempfile.TemporaryDirectory() as tmp:
         for size, faces in CASES:
             progress(f"clip {size[1]}x{size[0]}, {faces} face(s)")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_bench.env import describe, environment
-from fer_runtime import EmotionRecognizer, load_image, named_precision, preprocess
+from fer_runtime import EmotionRecognizer, load_image, preprocess
 from fer_runtime.tta import TTA_MODES, Views
 from fer_train.data import default_data_path, load_fer2013, make_splits
 
@@ -48,7 +48,7 @@ def accuracy(rec: EmotionRecognizer, x: np.ndarray, labels: np.ndarray, views: V
 def choose(val_x: np.ndarray, val_y: np.ndarray) -> dict:
     table = {}
     for model in HELD_OUT:
-        rec = EmotionRecognizer(model, precision=named_precision(model))
+        rec = EmotionRecognizer(model, precision="named")
         assert not rec.info.metadata.metrics.get("trained_on_val"), model
         table[model] = {"single": accuracy(rec, val_x, val_y, TTA_MODES["none"]),
                         "flip": accuracy(rec, val_x, val_y, TTA_MODES["flip"]),
@@ -71,7 +71,7 @@ def report(test_x: np.ndarray, test_y: np.ndarray, val_x: np.ndarray, val_y: np.
     out = {}
     settings = [(m, (m,)) for m in REPORTED] + [("ensemble: " + " + ".join(ENSEMBLE), ENSEMBLE)]
     for name, members in settings:
-        rec = EmotionRecognizer(ensemble=list(members), precision=named_precision(members[0]))
+        rec = EmotionRecognizer(ensemble=list(members), precision="named")
         held_out = len(members) == 1 and not rec.info.metadata.metrics.get("trained_on_val")
         out[name] = {mode: {"public_test": accuracy(rec, test_x, test_y, views),
                             "validation": accuracy(rec, val_x, val_y, views) if held_out else None,
@@ -88,7 +88,7 @@ def cost(chosen: Views, rounds: int = 60, calls: int = 20) -> dict:
     recs = {}
     for model in ("vgg-deep", "vgg-deep-int8", "vgg-taper-int8"):
         for mode, views in modes(chosen).items():
-            recs[f"{model}, {mode}"] = EmotionRecognizer(model, tta=views, threads=2, precision=named_precision(model))
+            recs[f"{model}, {mode}"] = EmotionRecognizer(model, tta=views, threads=2, precision="named")
     recs["ensemble, flip"] = EmotionRecognizer(ensemble=list(ENSEMBLE), tta="flip", threads=2, precision="fp32")
     samples: dict[str, list[float]] = {k: [] for k in recs}
     for rec in recs.values():

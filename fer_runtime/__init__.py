@@ -11,8 +11,8 @@ video (:class:`VideoAnalyzer`: tracks over time); one result model (:class:`Pred
 form; :func:`to_dataframe`, :func:`annotate`); image loading and the input types
 (:data:`ImageSource`, :data:`FrameSource`, :data:`ImageBatch`); the one preprocessing function
 :func:`preprocess` (with its steps); the labels; the models that can be named
-(:func:`known_models`) and the precision chosen per CPU (:data:`PRECISIONS`, :func:`named_precision`,
-:func:`this_cpu`); the model metadata contract; the exceptions.
+(:func:`known_models`) and the precision chosen per CPU (:data:`PRECISIONS`, :func:`this_cpu`); the
+model metadata contract; the exceptions.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from fer_runtime.images import DEFAULT_MAX_PIXELS, FrameSource, ImageBatch, Imag
 from fer_runtime.labels import LABELS, NUM_CLASSES
 from fer_runtime.metadata import MetadataError, ModelMetadata
 from fer_runtime.pipeline import CropConfig, FacePipeline
-from fer_runtime.precision import PRECISIONS, named_precision, this_cpu
+from fer_runtime.precision import PRECISIONS, this_cpu
 from fer_runtime.preprocessing import (
     PreprocessConfig,
     equalize_hist,
@@ -104,7 +104,6 @@ __all__ = [
     "equalize_hist",
     "faces_to_uint8",
     "load_image",
-    "named_precision",
     "open_video",
     "preprocess",
     "resize",

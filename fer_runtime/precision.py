@@ -3,9 +3,12 @@
 int8 is fast where the CPU has integer dot-product instructions (x86 VNNI: AVX-512 VNNI, AVX-VNNI,
 AMX; ARM's dot product): there ONNX Runtime's int8 kernels do four multiply-adds per lane per
 instruction. Without them int8 may still win on some graphs and lose on others (depthwise
-convolutions, small channel counts), so on such a CPU both variants are timed once, for a few
-milliseconds at first load, and the answer is cached on disk for the next process (keyed by both
-files' sha256, the CPU, ONNX Runtime's version and the thread count).
+convolutions, small channel counts), so on such a CPU both variants are timed once at first load
+(15 batch-1 runs of each: from a few milliseconds for the small models to a few hundred for the
+largest fp32 one on a slow CPU) and the answer is cached on disk for every later process (keyed by
+both files' sha256, the CPU, ONNX Runtime's version, the providers and the thread count; the first
+answer written wins, so processes started together agree). On an accelerator (CUDA) "auto" takes fp32:
+the int8 files are QDQ graphs that only a CPU runs as integer kernels.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,11 +32,13 @@ from fer_runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "int8")
+PRECISIONS = ("auto", "named", "fp32", "int8")
 INT8_SUFFIX = "-int8"
+FP16_SUFFIX = "-fp16"
 # CPU flags (as Linux's /proc/cpuinfo names them) under which int8 is taken without timing it.
 FAST_INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp")
 CACHE_ENV = "FER_CACHE_DIR"
+CACHE_FILE_ENV = "FER_PRECISION_CACHE"  # the cache file itself, when it should live apart from the data cache
 TIMED_RUNS = 12  # per variant, interleaved, after 3 warm-up runs each
 
 
@@ -85,18 +90,12 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def named_precision(model: str | os.PathLike[str] | None) -> str:
-    """The ``precision=`` that loads exactly the model named (``None``: the default's fp32 file; a
-    file path: "auto", the file as it is): what benchmarks and tools pass, so they measure the file
-    they name on every CPU."""
-    if model is None or not isinstance(model, str) or model.endswith(".onnx") or os.sep in model:
-        return "fp32" if model is None else "auto"
-    return "int8" if model.endswith(INT8_SUFFIX) else "fp32"
-
-
 def variants(name: str, registry: dict[str, Any]) -> dict[str, str]:
-    """``{"fp32": NAME, "int8": NAME-int8}`` for a registry name, keeping only the variants that exist.
-    ``NAME-int8`` names the int8 variant itself: its fp32 sibling is ``NAME``."""
+    """``{"fp32": NAME, "int8": NAME-int8}`` for a model name, keeping only the variants the registry
+    has. ``NAME-int8`` names the int8 variant itself: its fp32 sibling is ``NAME``. A ``-fp16`` name
+    is a family of its own (for GPUs): ``{"fp16": NAME-fp16}``."""
+    if name.endswith(FP16_SUFFIX):
+        return {"fp16": name} if name in registry else {}
     base = name[: -len(INT8_SUFFIX)] if name.endswith(INT8_SUFFIX) else name
     found = {"fp32": base, "int8": base + INT8_SUFFIX}
     return {p: n for p, n in found.items() if n in registry}
@@ -104,25 +103,32 @@ def variants(name: str, registry: dict[str, Any]) -> dict[str, str]:
 
 def choose(name: str, registry: dict[str, Any], precision: str,
            measure: Callable[[dict[str, str]], dict[str, float]], cpu: Cpu | None = None,
-           cache_key: Callable[[dict[str, str]], str] | None = None) -> PrecisionChoice:
-    """The variant of registry model ``name`` to load.
+           cache_key: Callable[[dict[str, str]], str] | None = None, accelerator: bool = False) -> PrecisionChoice:
+    """The variant of model ``name`` to load (the registry must hold ``name`` or one of its variants).
 
-    ``precision="auto"`` keeps a name that ends in ``-int8`` as named; for another name with both
-    variants it takes int8 where the CPU has a fast-int8 flag, and otherwise the faster of the two
-    by ``measure(variants) -> {precision: seconds}`` (its answer cached under ``cache_key(variants)``).
-    An explicit ``"fp32"`` or ``"int8"`` picks that variant, or raises ConfigError if it is not there.
+    ``"named"``: exactly ``name``. ``"fp32"`` or ``"int8"``: that variant (ConfigError if there is
+    none). ``"auto"``: a name that ends in ``-int8`` or ``-fp16`` as named; for another name with
+    both variants, fp32 on an ``accelerator``, int8 where the CPU has a fast-int8 flag, and
+    otherwise the faster of the two by ``measure(variants) -> {precision: seconds}``, cached under
+    ``cache_key(variants)``. A name with one variant in the registry gets that one.
     """
     check_precision(precision)
     found = variants(name, registry)
+    kind = "fp16" if name.endswith(FP16_SUFFIX) else "int8" if name.endswith(INT8_SUFFIX) else "fp32"
+    if precision == "named" or (precision == "auto" and kind != "fp32"):
+        return PrecisionChoice(name, kind, "named")
     if precision != "auto":
         if precision not in found:
             raise ConfigError(f"{name!r} has no {precision} variant; it has {', '.join(found) or 'none'}")
-        if name != found[precision] and name.endswith(INT8_SUFFIX):
-            raise ConfigError(f"{name!r} names the int8 variant; ask for {found['fp32']!r} with precision={precision!r}")
+        if name != found[precision] and kind != "fp32":
+            raise ConfigError(f"{name!r} names the {kind} variant; ask for {found.get('fp32', name)!r} "
+                              f"with precision={precision!r}")
         return PrecisionChoice(found[precision], precision, "asked for")
-    if name.endswith(INT8_SUFFIX) or len(found) < 2:
-        kind = "int8" if name.endswith(INT8_SUFFIX) else "fp32"
-        return PrecisionChoice(name, kind, "named" if len(found) > 1 else "the only variant")
+    if len(found) < 2:
+        only = next(iter(found.items()), ("fp32", name))
+        return PrecisionChoice(only[1], only[0], "the only variant")
+    if accelerator:
+        return PrecisionChoice(found["fp32"], "fp32", "an accelerator runs int8 QDQ graphs as float")
     flag = (cpu or this_cpu()).fast_int8_flag
     if flag is not None:
         return PrecisionChoice(found["int8"], "int8", f"the CPU has {flag}")
@@ -132,17 +138,18 @@ def choose(name: str, registry: dict[str, Any], precision: str,
     return PrecisionChoice(found[best], best, f"faster here at batch 1 ({said}; no fast-int8 flag)")
 
 
-def cache_key(shas: dict[str, str], threads: int | None, cpu: Cpu | None = None) -> str:
-    """What a cached timing is valid for: both files, this CPU, ONNX Runtime's version, the threads."""
+def cache_key(shas: dict[str, str], threads: int | None, providers: Sequence[str] = (), cpu: Cpu | None = None) -> str:
+    """What a cached timing is valid for: both files, this CPU, ONNX Runtime's version, the providers
+    and the threads."""
     import onnxruntime as ort
 
     cpu = cpu or this_cpu()
-    text = json.dumps([sorted(shas.items()), cpu.model, sorted(cpu.flags), ort.__version__, threads])
+    text = json.dumps([sorted(shas.items()), cpu.model, sorted(cpu.flags), ort.__version__, list(providers), threads])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def time_sessions(sessions: dict[str, Any], size: int = 48) -> dict[str, float]:
-    """Median seconds of one batch-1 run per session, interleaved (warm-up first): a few milliseconds."""
+def time_sessions(sessions: dict[str, Any], size: int) -> dict[str, float]:
+    """Median seconds of one batch-1 run per session (faces ``size`` square), interleaved, warm-up first."""
     face = np.zeros((1, 1, size, size), np.float32)
     feeds = {p: (s, {s.get_inputs()[0].name: face}) for p, s in sessions.items()}
     times: dict[str, list[float]] = {p: [] for p in sessions}
@@ -155,21 +162,39 @@ def time_sessions(sessions: dict[str, Any], size: int = 48) -> dict[str, float]:
     return {p: float(np.median(t)) for p, t in times.items()}
 
 
-def cache_file() -> Path:
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fer-edge"
+def cache_file() -> Path | None:
+    """``$FER_PRECISION_CACHE``, else ``$FER_CACHE_DIR/precision.json``, else under ``~/.cache/fer-edge``;
+    None without a home."""
+    if os.environ.get(CACHE_FILE_ENV):
+        return Path(os.environ[CACHE_FILE_ENV])
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        try:
+            root = str(Path.home() / ".cache" / "fer-edge")
+        except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry (a container's arbitrary UID)
+            return None
     return Path(root) / "precision.json"
 
 
+def _valid(entry: Any) -> bool:
+    return (isinstance(entry, dict) and set(entry) == {"fp32", "int8"}
+            and all(isinstance(v, float) and v > 0 for v in entry.values()))
+
+
 def _cached(key: str | None, measure: Callable[[], dict[str, float]]) -> dict[str, float]:
-    path = cache_file()
-    entries = _read_cache(path)
-    if key is not None and isinstance(entries.get(key), dict):
-        hit = entries[key]
-        if set(hit) == {"fp32", "int8"} and all(isinstance(v, float) and v > 0 for v in hit.values()):
-            return hit
+    """The cached timings under ``key``, else measured and written; if another process wrote the key
+    meanwhile, its answer wins, so processes that started together load the same variant."""
+    path = cache_file() if key is not None else None
+    if path is None or key is None:
+        return measure()
+    hit = _read_cache(path).get(key)
+    if _valid(hit):
+        return hit  # type: ignore[no-any-return]
     times = measure()
-    if key is not None:
-        _write_cache(path, {**entries, key: times})
+    entries = _read_cache(path)
+    if _valid(entries.get(key)):
+        return entries[key]  # type: ignore[no-any-return]
+    _write_cache(path, {**entries, key: times})
     return times
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -17,7 +18,8 @@ from fer_runtime.errors import ConfigError, InputError, ModelError
 from fer_runtime.images import DEFAULT_MAX_PIXELS, FrameSource, ImageBatch, ImageSource, as_images, check_max_pixels
 from fer_runtime.metadata import METADATA_KEY, ModelMetadata
 from fer_runtime.pipeline import CropConfig, FacePipeline
-from fer_runtime.precision import cache_key, check_precision, choose, time_sessions
+from fer_runtime.precision import cache_key, check_precision, choose, time_sessions, variants
+from fer_runtime.providers import CPU, resolve_providers
 from fer_runtime.preprocessing import ColorOrder, PreprocessConfig, check_color_order, preprocess, preprocess_face
 from fer_runtime.results import Face, Prediction
 from fer_runtime.session import (
@@ -84,6 +86,12 @@ class ModelSession:
                              f"model takes {session.get_inputs()[0].shape[2:]}")
         self.info = ModelInfo(source, meta, precision_reason)
 
+    def with_reason(self, reason: str) -> ModelSession:
+        """The same session, its :class:`ModelInfo` saying why it was chosen."""
+        copy = object.__new__(ModelSession)
+        copy.__dict__.update(self.__dict__, info=dataclasses.replace(self.info, precision_reason=reason))
+        return copy
+
     def logits(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
         return in_chunks(lambda part: self.session.run([self.output_name], {self.input_name: part})[0], batch,
                          batch_size)
@@ -105,10 +113,11 @@ class EmotionRecognizer(PicklesByArguments):
     labels and preprocessing. Both apply everywhere, :meth:`detect` and video included.
 
     ``precision``: ``"auto"`` loads, of a named model that comes in fp32 and int8 (``NAME`` and
-    ``NAME-int8``), the one that is faster on this CPU: int8 where the CPU has integer dot-product
-    instructions (VNNI, AMX, ARM's dot product), else the faster of the two measured once at first
-    load (a few milliseconds, cached on disk); ``"fp32"`` or ``"int8"`` ask for one. ``info.precision``
-    and ``info.precision_reason`` say what was loaded and why.
+    ``NAME-int8``), the one that is faster here: int8 where the CPU has integer dot-product
+    instructions (VNNI, AMX, ARM's dot product), fp32 on CUDA, else the faster of the two timed once
+    at first load and cached on disk (:mod:`fer_runtime.precision`); ``"fp32"`` or ``"int8"`` ask for
+    one, ``"named"`` loads exactly the names given (a name ending in ``-int8`` is always taken as
+    named). ``info.precision`` and ``info.precision_reason`` say what was loaded and why.
 
     ``providers``: ``"auto"`` (CUDA when onnxruntime-gpu offers it, else CPU) or a list such as
     ``["cuda", "cpu"]``. ``threads``: ONNX Runtime intra-op threads (``None``: one per core).
@@ -165,24 +174,25 @@ class EmotionRecognizer(PicklesByArguments):
     def _load(self, model: str | os.PathLike[str] | None, models_dir: str | os.PathLike[str] | None,
               session_config: dict[str, str] | None) -> ModelSession:
         registry = model_registry(models_dir)
-        made: dict[str | os.PathLike[str], tuple[Any, str]] = {}
+        made: dict[str | os.PathLike[str], ModelSession] = {}
 
-        def session_of(name: str | os.PathLike[str]) -> tuple[Any, str]:
+        def member(name: str | os.PathLike[str], reason: str = "the file as given") -> ModelSession:
             if name not in made:
                 data, source = read_model_bytes(name, registry, DEFAULT_MODEL,
                                                 lambda n: read_bundled(n, models_dir), checkout_hint)
-                made[name] = make_session(data, source, config=session_config, **self._session_args), source  # type: ignore[arg-type]
-            return made[name]
+                made[name] = ModelSession(make_session(data, source, config=session_config, **self._session_args),  # type: ignore[arg-type]
+                                          source)
+            return made[name] if made[name].info.precision_reason == reason else made[name].with_reason(reason)
 
         name = DEFAULT_MODEL if model is None else model
-        if not (isinstance(name, str) and name in registry):  # a file path: loaded as it is
-            return _as_asked(ModelSession(*session_of(name)), self.precision)
-        threads = self._session_args["threads"]
-        choice = choose(name, registry, self.precision,
-                        measure=lambda found: time_sessions({p: session_of(n)[0] for p, n in found.items()}),
-                        cache_key=lambda found: cache_key({p: registry[n].sha256 for p, n in found.items()}, threads))  # type: ignore[arg-type]
+        if not (isinstance(name, str) and (name in registry or variants(name, registry))):  # a file path
+            return _as_asked(member(name), self.precision)
+        threads, providers = self._session_args["threads"], _planned_providers(self._session_args["providers"])
+        choice = choose(name, registry, self.precision, measure=lambda found: _time_members({p: member(n) for p, n in found.items()}),
+                        cache_key=lambda found: cache_key({p: registry[n].sha256 for p, n in found.items()}, threads, providers),  # type: ignore[arg-type]
+                        accelerator=any(p != CPU for p in providers))
         log.debug("%s: loading %s (%s: %s)", name, choice.name, choice.precision, choice.reason)
-        return ModelSession(*session_of(choice.name), choice.reason)
+        return member(choice.name, choice.reason)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -282,9 +292,27 @@ def calibrated(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
     return p
 
 
+def _planned_providers(providers: str | Sequence[str]) -> list[str]:
+    """The providers a session made with ``providers`` will ask for (what the precision choice depends on)."""
+    import onnxruntime as ort
+
+    return resolve_providers(providers, ort.get_available_providers()).providers
+
+
+def _time_members(members: dict[str, ModelSession]) -> dict[str, float]:
+    """Batch-1 seconds of each variant (already checked against its metadata); a model that loads but
+    cannot run is a ModelError, not ONNX Runtime's own exception."""
+    size = next(iter(members.values())).info.preprocess.size
+    try:
+        return time_sessions({p: m.session for p, m in members.items()}, size)
+    except Exception as exc:  # ORT raises its own exception types
+        raise ModelError(f"timing {', '.join(m.info.source for m in members.values())} failed: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+
+
 def _as_asked(member: ModelSession, precision: str) -> ModelSession:
     """A model given as a file or a session is used as it is: an explicit precision must match it."""
-    if precision not in ("auto", member.info.precision):
+    if precision not in ("auto", "named", member.info.precision):
         raise ConfigError(f"{member.info.source} is {member.info.precision}, not {precision}: precision= chooses "
                           "among a named model's variants; a file is used as it is")
     return member
@@ -311,7 +339,8 @@ def _ensemble_info(members: list[ModelSession]) -> ModelInfo:
                               f"{other.info.source} differ")
     if len(members) == 1:
         return first
-    return ModelInfo("ensemble(" + ", ".join(m.info.source for m in members) + ")", first.metadata)
+    reasons = "; ".join(f"{m.info.source}: {m.info.precision} ({m.info.precision_reason})" for m in members)
+    return ModelInfo("ensemble(" + ", ".join(m.info.source for m in members) + ")", first.metadata, reasons)
 
 
 def _dims_ok(shape: Sequence[Any], expected: Sequence[int | None]) -> bool:

@@ -30,6 +30,14 @@ def _hang_guard(request: pytest.FixtureRequest):
     yield
     faulthandler.cancel_dump_traceback_later()
 
+@pytest.fixture(autouse=True, scope="session")
+def _precision_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The tests' own precision-choice cache (fer_runtime.precision), shared with the commands they
+    start (they inherit the variable): never the user's, and one answer per key for the whole run."""
+    os.environ["FER_PRECISION_CACHE"] = str(tmp_path_factory.mktemp("precision") / "precision.json")
+    yield
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "fer2013" / "fer2013_train_publictest.csv.gz"
 

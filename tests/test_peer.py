@@ -183,10 +183,13 @@ def test_host_tag_and_cpu_details():
         "intel-xeon-platinum-8375c-avx512-vnni"
     assert host_tag("AMD Ryzen 7 7840U w/ Radeon 780M Graphics", ["avx2"]).startswith("amd-ryzen-7-7840u")
     assert host_tag("", []) == "cpu-no-avx2"
+    assert host_tag("Intel Core Ultra 7 155H", ["avx2", "avx_vnni"]).endswith("-avx-vnni")
+    assert host_tag("Neoverse-N1", ["asimd", "asimddp"]).endswith("-asimddp")
     info = cpu_details("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC\n"
                        "flags\t\t: fpu avx2 avx512f avx512_vnni\n\nprocessor\t: 1\nmodel name\t: other\n")
     assert info["model_name"] == "AMD EPYC" and info["cpu_family"] == "25" and info["vendor_id"] == "AuthenticAMD"
-    assert info["has"] == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False, "amx_int8": False}
+    assert info["has"] == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False, "amx_int8": False,
+                           "asimddp": False}
     assert info["flags"] == ["fpu", "avx2", "avx512f", "avx512_vnni"]
 
 

@@ -476,7 +476,7 @@ def test_public_api_and_version():
     assert (Path(fer_runtime.__file__).parent / "py.typed").exists()
 
 
-def test_sessions_leave_out_qdq_propagation_and_int8_outputs_stay_bit_identical(monkeypatch):
+def test_sessions_leave_out_qdq_propagation_and_int8_outputs_stay_bit_identical(monkeypatch, tmp_path):
     """make_session leaves ORT's QDQ propagation out (so the int8 models' first pool runs in float):
     the outputs must be exactly those of a session with every default transformer."""
     import onnxruntime as ort
@@ -497,3 +497,13 @@ def test_sessions_leave_out_qdq_propagation_and_int8_outputs_stay_bit_identical(
     x = np.random.default_rng(0).normal(size=(16, 1, 48, 48)).astype(np.float32)
     name = plain.get_inputs()[0].name
     np.testing.assert_array_equal(ours.run(None, {name: x})[0], plain.run(None, {name: x})[0])
+    # ORT accepts unknown names silently: check the optimised graph, where the first pool must now
+    # come before the first QuantizeLinear (with the transformer it is moved after it).
+    order = {}
+    for disabled in ([], list(DISABLED_OPTIMIZERS)):
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"opt{len(disabled)}.onnx")
+        real_session(data, sess_options=opts, providers=[CPU], disabled_optimizers=disabled)
+        ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+        order[bool(disabled)] = ops.index("MaxPool") < ops.index("QuantizeLinear")
+    assert order == {False: False, True: True}

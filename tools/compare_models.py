@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
                              "Training, and on those twins split by where the twin is (training part or validation)")
     args = parser.parse_args(argv)
 
-    from fer_runtime import LABELS, EmotionRecognizer, FerError, named_precision
+    from fer_runtime import LABELS, EmotionRecognizer, FerError
     from fer_train.data import DataError, default_data_path, load_fer2013, make_splits
 
     try:
-        rec_a = EmotionRecognizer(args.a, precision=named_precision(args.a))
-        rec_b = EmotionRecognizer(args.b, precision=named_precision(args.b))  # bad names fail before the data loads
+        rec_a = EmotionRecognizer(args.a, precision="named")
+        rec_b = EmotionRecognizer(args.b, precision="named")  # bad names fail before the data loads
         for name, rec in ((args.a, rec_a), (args.b, rec_b)):
             if tuple(rec.labels) != tuple(LABELS):
                 raise ValueError(f"{name} predicts {list(rec.labels)}, not FER2013's {list(LABELS)}")

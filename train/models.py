@@ -119,7 +119,7 @@ class RepConv(nn.Module):
             eye[torch.arange(self.cout), torch.arange(self.cout) % per_group, 1, 1] = 1.0
             k_id, b_id = self._fold(eye, self.bn_id)
             kernel, bias = kernel + k_id, bias + b_id
-        conv = nn.Conv2d(self.cin, self.cout, 3, padding=1, groups=self.groups, bias=True)
+        conv = nn.Conv2d(self.cin, self.cout, 3, padding=1, groups=self.groups, bias=True).to(self.conv3.weight)
         conv.weight.copy_(kernel)
         conv.bias.copy_(bias)
         return nn.Sequential(conv, nn.ReLU(inplace=True))
@@ -210,8 +210,8 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
                       "dropout": 0.2}),
     # The fast candidate: full convs only at 48x48 and 24x24 (16 and 32 channels), depthwise-separable
     # stages at 12x12, 6x6 and a fifth at 3x3, where channels are cheap. Chosen by `fer-bench arch
-    # model:vgg-taper rep:...` before training (1 thread, an AMD EPYC with AVX-512 VNNI): int8 batch 1
-    # 0.120 ms against vgg-taper-int8's 0.355, fp32 0.205 ms against 1.17; 309k parameters, 18 MFLOP.
+    # model:vgg-taper rep-fast --threads 1` before training (an AMD EPYC with AVX-512 VNNI): int8 batch 1
+    # 0.130 ms against vgg-taper-int8's 0.313, fp32 0.218 ms against 1.044; 309k parameters, 18 MFLOP.
     "rep-fast": (rep_gap, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48,
                            "widths": (16, 32, 96, 192, 384), "blocks": (1, 1, 2, 2, 2),
                            "separable": (0, 0, 1, 1, 1), "dropout": 0.2}),

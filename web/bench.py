@@ -41,18 +41,18 @@ def frames() -> dict[str, np.ndarray]:
 def python_times(scenes: dict[str, np.ndarray], rounds: int) -> dict[str, dict[str, float]]:
     from fer_bench.detection import time_interleaved
 
-    from fer_runtime import EmotionRecognizer, named_precision
+    from fer_runtime import EmotionRecognizer
     from fer_runtime.portable import PortableFrameModel
 
     calls = {}
     for threads in (1, 2):
-        rec = EmotionRecognizer(MODEL, threads=threads, precision=named_precision(MODEL))
+        rec = EmotionRecognizer(MODEL, threads=threads, precision="named")
         graph = PortableFrameModel(WEB / "models" / f"{MODEL}.frame.onnx", threads=threads)
         for name, frame in scenes.items():
             calls[f"python-numpy|{threads}|{name}"] = lambda r=rec, f=frame: r.detect(f)
             calls[f"python-graph|{threads}|{name}"] = lambda g=graph, f=frame: g.run(f)
     stats = time_interleaved(calls, rounds, warmup=5)
-    faces = {name: len(EmotionRecognizer(MODEL, precision=named_precision(MODEL)).detect(frame)) for name, frame in scenes.items()}
+    faces = {name: len(EmotionRecognizer(MODEL, precision="named").detect(frame)) for name, frame in scenes.items()}
     return {"stats": stats, "faces": faces}  # type: ignore[dict-item]
 
 

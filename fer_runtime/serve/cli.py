@@ -67,6 +67,7 @@ def _build_app() -> Any:
         queue: Annotated[int, typer.Option(min=1, help="Requests that may wait per worker; more get 503 + Retry-After.")] = base.queue,
         model: Annotated[str, typer.Option(help="Model name (fer-predict --list-models) or .onnx path (default: the bundled default).")] = "",
         models_dir: Annotated[Optional[str], typer.Option(envvar="FER_MODELS_DIR", help="A source checkout's models/ folder.")] = None,
+        precision: Annotated[str, typer.Option(help="'auto': of a model with fp32 and int8 files, the faster on this CPU; 'fp32', 'int8', or 'named' (exactly --model). GET /v1/models says which was loaded and why.")] = base.precision,
         max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body (413 above).")] = base.max_body_bytes,
         max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, width x height, checked before decoding (413 above).")] = base.max_pixels,
         max_crops: Annotated[int, typer.Option(min=1, help="Most crops in one /v1/crops request.")] = base.max_crops,
@@ -90,7 +91,7 @@ def _build_app() -> Any:
         try:
             config = ServeConfig(host=host, port=port, token=token or None, insecure=insecure,
                                  cors_origins=tuple(cors_origin or ()), workers=workers, threads=threads,
-                                 jobs=jobs or None, queue=queue, model=model or None, models_dir=models_dir,
+                                 jobs=jobs or None, queue=queue, model=model or None, models_dir=models_dir, precision=precision,
                                  max_body_bytes=max_body_bytes, max_pixels=max_pixels, max_crops=max_crops,
                                  max_faces=max_faces, max_ws_message_bytes=max_frame_bytes, max_fps=max_fps,
                                  max_streams=max_streams, max_connections=max_connections,

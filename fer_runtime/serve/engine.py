@@ -44,7 +44,8 @@ class ServiceError(Exception):
 def build_recognizer(config: ServeConfig) -> EmotionRecognizer:
     """The worker's recognizer and detector, made by the commands' one helper."""
     return make_recognizer(RecognizerOptions(config.model, threads=config.threads, max_pixels=config.max_pixels,
-                                             detector=dict(config.detector), models_dir=config.models_dir))
+                                             detector=dict(config.detector), models_dir=config.models_dir,
+                                             precision=config.precision))
 
 
 class Engine:

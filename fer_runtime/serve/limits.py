@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 from fer_runtime.errors import ConfigError
+from fer_runtime.precision import check_precision
 
 TOKEN_ENV = "FER_SERVE_TOKEN"
 CONFIG_ENV = "FER_SERVE_CONFIG"  # how the settings reach worker processes (--workers N)
@@ -50,6 +51,7 @@ class ServeConfig:
     queue: int = 16
     model: str | None = None
     models_dir: str | None = None
+    precision: str = "auto"
     max_body_bytes: int = 8 * 2**20
     max_pixels: int = 16_000_000
     max_crops: int = 64
@@ -108,6 +110,7 @@ def check_config(config: ServeConfig) -> None:
                           "--insecure if the network is yours alone")
     for name, value in {**config.detector, "max_faces": config.max_faces}.items():
         check_detector_setting(name, value)
+    check_precision(config.precision)
 
 
 def check_detector_setting(name: str, value: float) -> None:

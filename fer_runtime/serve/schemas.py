@@ -93,6 +93,7 @@ class ModelOut(BaseModel):
     version: Optional[str] = Field(examples=["0.1.0"], description="the fer-edge version that exported the model")
     sha256: str = Field(examples=["9d8a17c8cd16a921398b1dbe69fdfc0c123750bc3e32403d5cd5f2c3c7cdb119"])
     accuracy: Optional[float] = Field(examples=[0.7013], description="PublicTest accuracy from the model's metadata")
+    file: Optional[str] = Field(examples=["vgg-deep-int8"], description="the variant loaded for this name (see precision)")
     precision: Optional[str] = Field(examples=["int8"], description="the precision of the file loaded")
     precision_reason: Optional[str] = Field(examples=["the CPU has avx512_vnni"],
                                             description="why this precision was loaded (see the runtime's precision=)")
