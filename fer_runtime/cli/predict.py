@@ -277,7 +277,7 @@ def _build_app() -> Any:
         precision: Annotated[str, typer.Option(
             help="'auto': of a model that comes in fp32 and int8 (NAME, NAME-int8), the faster on this CPU (int8 "
                  "where it has VNNI, AMX or ARM dot-product instructions, else timed once and cached); 'fp32' or "
-                 "'int8' to choose. -v says which was loaded and why.")] = "auto",
+                 "'int8' to choose; 'named': exactly the model(s) named. -v says which was loaded and why.")] = "auto",
         models_dir: Annotated[Optional[str], typer.Option(
             envvar="FER_MODELS_DIR", metavar="DIR",
             help="A source checkout's models/ folder, for models that are not in the wheel.")] = None,
