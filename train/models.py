@@ -212,6 +212,8 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # stages at 12x12, 6x6 and a fifth at 3x3, where channels are cheap. Chosen by `fer-bench arch
     # model:vgg-taper rep-fast --threads 1` before training (an AMD EPYC with AVX-512 VNNI): int8 batch 1
     # 0.130 ms against vgg-taper-int8's 0.313, fp32 0.218 ms against 1.044; 309k parameters, 18 MFLOP.
+    # Trained with vgg-taper's recipe (2026-12-07): validation 65.29%, PublicTest 65.67%; not shipped
+    # (experiments/LOG.md): too little capacity for the fast variant's accuracy.
     "rep-fast": (rep_gap, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48,
                            "widths": (16, 32, 96, 192, 384), "blocks": (1, 1, 2, 2, 2),
                            "separable": (0, 0, 1, 1, 1), "dropout": 0.2}),
