@@ -66,7 +66,7 @@ def detector() -> FaceDetector:
 
 
 def recognizer(precision: str) -> EmotionRecognizer:
-    return EmotionRecognizer(MODELS[precision], threads=1)
+    return EmotionRecognizer(MODELS[precision], threads=1, precision="named")  # the file exported
 
 
 def face_crops(detector: FaceDetector, rng: np.random.Generator, count: int) -> list[np.ndarray]:
