@@ -74,7 +74,7 @@ def read_metadata(session: Any, source: str) -> ModelMetadata:
 class ModelSession:
     """One classifier: its ONNX Runtime session, checked against the model's own metadata."""
 
-    def __init__(self, session: Any, source: str, precision_reason: str = "the file as given") -> None:
+    def __init__(self, session: Any, source: str) -> None:
         self.session = session
         self.input_name, self.output_name = _check_io(session, source)
         meta = read_metadata(session, source)
@@ -84,13 +84,7 @@ class ModelSession:
         if not _dims_ok(session.get_inputs()[0].shape[2:], (meta.preprocess.size, meta.preprocess.size)):
             raise ModelError(f"{source}: metadata asks for {meta.preprocess.size}x{meta.preprocess.size} faces but the "
                              f"model takes {session.get_inputs()[0].shape[2:]}")
-        self.info = ModelInfo(source, meta, precision_reason)
-
-    def with_reason(self, reason: str) -> ModelSession:
-        """The same session, its :class:`ModelInfo` saying why it was chosen."""
-        copy = object.__new__(ModelSession)
-        copy.__dict__.update(self.__dict__, info=dataclasses.replace(self.info, precision_reason=reason))
-        return copy
+        self.info = ModelInfo(source, meta)
 
     def logits(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
         return in_chunks(lambda part: self.session.run([self.output_name], {self.input_name: part})[0], batch,
@@ -176,13 +170,13 @@ class EmotionRecognizer(PicklesByArguments):
         registry = model_registry(models_dir)
         made: dict[str | os.PathLike[str], ModelSession] = {}
 
-        def member(name: str | os.PathLike[str], reason: str = "the file as given") -> ModelSession:
+        def member(name: str | os.PathLike[str]) -> ModelSession:  # each file read and checked once
             if name not in made:
                 data, source = read_model_bytes(name, registry, DEFAULT_MODEL,
                                                 lambda n: read_bundled(n, models_dir), checkout_hint)
                 made[name] = ModelSession(make_session(data, source, config=session_config, **self._session_args),  # type: ignore[arg-type]
                                           source)
-            return made[name] if made[name].info.precision_reason == reason else made[name].with_reason(reason)
+            return made[name]
 
         name = DEFAULT_MODEL if model is None else model
         if not (isinstance(name, str) and (name in registry or variants(name, registry))):  # a file path
@@ -192,7 +186,9 @@ class EmotionRecognizer(PicklesByArguments):
                         cache_key=lambda found: cache_key({p: registry[n].sha256 for p, n in found.items()}, threads, providers),  # type: ignore[arg-type]
                         accelerator=any(p != CPU for p in providers))
         log.debug("%s: loading %s (%s: %s)", name, choice.name, choice.precision, choice.reason)
-        return member(choice.name, choice.reason)
+        chosen = member(choice.name)
+        chosen.info = dataclasses.replace(chosen.info, precision_reason=choice.reason)
+        return chosen
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -293,7 +289,8 @@ def calibrated(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
 
 
 def _planned_providers(providers: str | Sequence[str]) -> list[str]:
-    """The providers a session made with ``providers`` will ask for (what the precision choice depends on)."""
+    """The execution providers ``make_session`` will ask ONNX Runtime for, given ``providers`` (the
+    precision choice depends on them)."""
     import onnxruntime as ort
 
     return resolve_providers(providers, ort.get_available_providers()).providers
@@ -311,7 +308,8 @@ def _time_members(members: dict[str, ModelSession]) -> dict[str, float]:
 
 
 def _as_asked(member: ModelSession, precision: str) -> ModelSession:
-    """A model given as a file or a session is used as it is: an explicit precision must match it."""
+    """A model given as a file path or an injected InferenceSession is used as it is: an explicit
+    precision must match its metadata."""
     if precision not in ("auto", "named", member.info.precision):
         raise ConfigError(f"{member.info.source} is {member.info.precision}, not {precision}: precision= chooses "
                           "among a named model's variants; a file is used as it is")

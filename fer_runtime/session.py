@@ -24,7 +24,7 @@ SPINNING_DEFAULT = False
 # ONNX Runtime graph transformers every session leaves out. QDQPropagationTransformer moves the
 # int8 models' first QuantizeLinear above the full-resolution MaxPool (max commutes with
 # quantization), where ORT has only a slow NCHW uint8 MaxPool: left out, the pool runs in float and
-# the outputs are bit-identical, 12-30% faster per face at batch 1 (experiments/qdq_propagation.py).
+# the outputs are bit-identical, 11-29% less time per face at batch 1 (experiments/qdq_propagation.py).
 DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
 
 

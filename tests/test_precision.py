@@ -139,7 +139,7 @@ def test_recognizer_times_both_variants_where_int8_has_no_fast_path(monkeypatch,
     timed = []
     real = prec.time_sessions
     monkeypatch.setattr("fer_runtime.recognizer.time_sessions",
-                        lambda sessions, size: timed.append(sorted(sessions)) or real(sessions, size))
+                        lambda by_precision, size: timed.append(sorted(by_precision)) or real(by_precision, size))
     first = EmotionRecognizer(precision="auto", threads=1)
     second = EmotionRecognizer(precision="auto", threads=1)  # the cached answer: not timed again
     assert timed == [["fp32", "int8"]]
