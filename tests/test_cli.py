@@ -31,7 +31,7 @@ def test_bad_arguments_fail_clearly(tmp_path):
     result = runner.invoke(train_app, ["--optimizer", "rmsprop"])
     assert result.exit_code == 2
     result = runner.invoke(train_app, ["--arch", "resnet9000", "-o", str(tmp_path)])
-    assert result.exit_code == 1 and "valid: rep, rep-fast, seed" in result.output
+    assert result.exit_code == 1 and "valid: rep, rep-fast, rep-mid, seed" in result.output
     result = runner.invoke(train_app, ["--data", str(tmp_path / "missing.csv"), "-o", str(tmp_path)])
     assert result.exit_code == 1 and "no such file" in result.output
     result = runner.invoke(eval_app, [str(tmp_path / "missing.pt")])
@@ -42,7 +42,7 @@ def test_console_script_errors_are_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fer_train", "--arch", "nope", "-o", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == ["error: unknown architecture 'nope'; valid: rep, rep-fast, seed, vgg, vgg-deep, vgg-medium, vgg-small, vgg-taper"]
+    assert done.stderr.strip().splitlines() == ["error: unknown architecture 'nope'; valid: rep, rep-fast, rep-mid, seed, vgg, vgg-deep, vgg-medium, vgg-small, vgg-taper"]
 
 
 @pytest.mark.data

@@ -221,7 +221,8 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # 12x12 (separable from 6x6), three blocks at 6x6. `fer-bench arch rep-fast
     # rep-fast:widths=16-40-80-192-384,blocks=1-1-2-3-2,separable=0-0-0-1-1 --threads 1 --rounds 400`
     # (2-core AMD EPYC, AVX-512 VNNI): int8 batch 1 1.26x rep-fast (0.232 vs 0.185 ms p50), fp32 1.99x;
-    # 419k parameters, 43 MFLOP.
+    # 419k parameters, 43 MFLOP. Trained with rep-fast's recipe (2026-12-08): validation 67.90%, PublicTest 66.34%;
+    # not shipped (experiments/LOG.md): 1.2 points short of vgg-taper's held-out run on validation.
     "rep-mid": (rep_gap, {"in_channels": 1, "num_classes": NUM_CLASSES, "input_size": 48,
                           "widths": (16, 40, 80, 192, 384), "blocks": (1, 1, 2, 3, 2),
                           "separable": (0, 0, 0, 1, 1), "dropout": 0.2}),
